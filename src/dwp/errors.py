@@ -1,0 +1,39 @@
+"""Exceptions for bad input.
+
+Every error the library raises for something the user can fix derives from :class:`DWPError`; the
+CLI prints its message on one line and exits with status 2, without a traceback. Messages say what
+was expected and where it was looked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["CorruptFileError", "DWPError", "DatasetNotFoundError"]
+
+
+class DWPError(Exception):
+    """Base class of all user-facing errors."""
+
+
+class DatasetNotFoundError(DWPError, FileNotFoundError):
+    """A dataset's files are not in any of the places searched."""
+
+    def __init__(self, name: str, expected: str, searched: list[Path] | tuple[Path, ...]):
+        self.name = name
+        self.expected = expected
+        self.searched = [Path(p) for p in searched]
+        where = ", ".join(str(p) for p in self.searched) or "(no data root given)"
+        super().__init__(
+            f"dataset {name!r} not found: expected {expected}; searched {where}. "
+            "Point --data-root (or DWP_DATA_ROOT / DATA_ROOT) at the directory that holds it."
+        )
+
+
+class CorruptFileError(DWPError, ValueError):
+    """A file exists but its content is not what its format promises."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
