@@ -107,6 +107,362 @@ def data_preview(
         typer.echo(f"skipped {ds.info['skipped_unreadable']} unreadable images")
 
 
+source_app = typer.Typer(help="Source networks trained on the source domain.", no_args_is_help=True)
+kernels_app = typer.Typer(help="Kernel datasets extracted from source nets.", no_args_is_help=True)
+prior_app = typer.Typer(
+    help="Kernel VAE priors: train, evaluate, sample, import.", no_args_is_help=True
+)
+app.add_typer(source_app, name="source")
+app.add_typer(kernels_app, name="kernels")
+app.add_typer(prior_app, name="prior")
+
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
+]
+
+
+def _bar(total: int, desc: str, unit: str = "step"):
+    """A progress bar on stderr; disabled where stderr is not a terminal (logs, CI)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=0.5,
+                leave=False, disable=None)  # fmt: skip
+
+
+@source_app.command("train")
+def source_train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the checkpoints.")],
+    dataset: Annotated[str, typer.Option(help="Source dataset (see `dwp data list`).")] = "letters",
+    nets: Annotated[int, typer.Option(min=1, help="Number of nets (distinct seeds).")] = 100,
+    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
+        256,
+        512,
+    ),
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per net.")] = 100,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
+    l2: Annotated[float, typer.Option(help="Weight of the sum of squares of conv params.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Net i uses seed + i.")] = 0,
+    n_train: Annotated[
+        int | None, typer.Option(help="Use only the first N training images.", show_default=False)
+    ] = None,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Train source nets (FConv) with distinct seeds; finished nets are skipped on a re-run."""
+    from dwp.device import resolve_device
+    from dwp.train.source import SourceConfig, train_source_nets
+
+    config = SourceConfig(
+        dataset=dataset,
+        nets=nets,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        l2=l2,
+        seed=seed,
+        n_train=n_train,
+    )
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its kernels
+    state = {"bar": None}
+
+    def start(i: int, total: int) -> None:
+        state["bar"] = _bar(1, f"net {i + 1}/{total}")
+
+    def step(m: dict) -> None:
+        bar = state["bar"]
+        bar.total = m["steps"]
+        bar.n = m["step"]
+        bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['acc']:.3f}", refresh=False)
+        bar.refresh()
+
+    def done(i: int, m: dict) -> None:
+        state["bar"].close()
+        typer.echo(
+            f"net {i:3d}  seed {m['seed']}  test acc {m['test_acc']:.4f}  "
+            f"train loss {m['train_loss']:.4f}  {m['seconds']:.1f}s"
+        )
+
+    results = train_source_nets(config, out, dev, data_root, start, step, done)
+    accs = [r["test_acc"] for r in results]
+    typer.echo(
+        f"{len(results)} nets in {out} on {dev}; test accuracy mean {sum(accs) / len(accs):.4f}, "
+        f"min {min(accs):.4f}, max {max(accs):.4f}"
+    )
+
+
+@kernels_app.command("extract")
+def kernels_extract(
+    source: Annotated[Path, typer.Option("--source", help="Directory of `dwp source train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the kernel datasets.")],
+    min_norm: Annotated[
+        float, typer.Option(help="Drop kernels whose L2 norm is below this.")
+    ] = 1e-2,
+    test_fraction: Annotated[
+        float, typer.Option(help="Fraction of nets (the last ones) held out for test kernels.")
+    ] = 0.2,
+    layers: Annotated[
+        list[str] | None, typer.Option("--layer", help="Conv layer to extract (repeatable).")
+    ] = None,
+    max_kernels: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep at most N kernels per layer and part (random, seeded).", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --max-kernels subsampling.")] = 0,
+) -> None:
+    """Write every (out, in) kernel slice of the source nets' conv layers as train.npy /
+    test.npy (N, 1, k, k) per layer, dropping near-zero kernels; also stats.json."""
+    from dwp.kernels import KernelConfig, extract_kernels
+    from dwp.train.source import list_source_nets, load_source_net
+
+    config = KernelConfig(
+        min_norm=min_norm,
+        test_fraction=test_fraction,
+        layers=tuple(layers) if layers else None,
+        max_kernels=max_kernels,
+        seed=seed,
+    )
+    nets = [load_source_net(p)[0] for p in list_source_nets(source)]
+    stats = extract_kernels(nets, out, config)
+    typer.echo(f"{stats['nets']['train']} train nets, {stats['nets']['test']} test nets -> {out}")
+    for name, st in stats["layers"].items():
+        k = st["kernel_size"]
+        typer.echo(
+            f"{name} ({k}x{k}): train {st['train']['before']} -> {st['train']['after_pruning']}, "
+            f"test {st['test']['before']} -> {st['test']['after_pruning']} kernels "
+            f"(min norm {st['min_norm']:g}; median norm {st['norm_quantiles']['0.5']:.3g})"
+        )
+
+
+@kernels_app.command("preview")
+def kernels_preview(
+    kernels_dir: Annotated[Path, typer.Argument(help="Directory of `dwp kernels extract`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    n: Annotated[int, typer.Option(min=1, max=400, help="Kernels shown per layer.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for choosing the kernels.")] = 0,
+) -> None:
+    """Plot random kernels of every layer and the histogram of kernel norms with the threshold."""
+    from dwp.kernels import load_kernel_file, read_kernel_stats
+    from dwp.plots import kernel_preview
+
+    stats = read_kernel_stats(kernels_dir)
+    layers = {
+        name: {"kernels": load_kernel_file(kernels_dir / name / "train.npy"), "stats": st}
+        for name, st in stats["layers"].items()
+    }
+    typer.echo(f"wrote {kernel_preview(layers, out, n, seed)}")
+
+
+def _kernels_from_dir(kernels: Path):
+    from dwp.kernels import load_kernel_file
+
+    train_path, test_path = kernels / "train.npy", kernels / "test.npy"
+    if not train_path.is_file():
+        raise DWPError(
+            f"{train_path} not found: --kernels takes a layer directory holding train.npy "
+            "(and test.npy), such as OUT/conv1 of `dwp kernels extract`"
+        )
+    train = load_kernel_file(train_path)
+    test = load_kernel_file(test_path, train.shape[-1]) if test_path.is_file() else None
+    return train, test
+
+
+@prior_app.command("train")
+def prior_train(
+    kernels: Annotated[
+        Path, typer.Option("--kernels", help="Layer directory with train.npy, test.npy.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+    z_dim: Annotated[
+        int | None,
+        typer.Option(
+            help="Latent size (default: 2 for 7x7, 4 for 5x5, 2 for 3x3).", show_default=False
+        ),
+    ] = None,
+    hidden: Annotated[
+        int | None,
+        typer.Option(
+            help="Hidden width h (default: 32 for 7x7, 64 for 5x5, 32 for 3x3).", show_default=False
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 300,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and z draws.")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Fit a kernel VAE (the layer's prior) to a kernel dataset; log train / test ELBO per
+    kernel every epoch (metrics.jsonl in the prior directory)."""
+    import json
+
+    import torch
+
+    from dwp.device import resolve_device
+    from dwp.priors import KernelVAE, default_vae_config, kernel_summary, save_prior
+    from dwp.train.prior import PriorTrainConfig, evaluate_prior, train_prior
+
+    train_k, test_k = _kernels_from_dir(kernels)
+    vae_cfg = default_vae_config(train_k.shape[-1], z_dim, hidden)
+    cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    dev = resolve_device(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = KernelVAE(vae_cfg)
+    vae.to(dev)
+    train_t = torch.from_numpy(train_k)
+    test_t = torch.from_numpy(test_k) if test_k is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    bar = _bar(epochs, f"prior {vae_cfg.kernel_size}x{vae_cfg.kernel_size}", unit="epoch")
+    log_path = out / "metrics.jsonl"
+    log_path.unlink(missing_ok=True)
+
+    def on_epoch(rec: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        post = {"train": f"{rec['train_elbo_per_kernel']:.2f}"}
+        if "test_elbo_per_kernel" in rec:
+            post["test"] = f"{rec['test_elbo_per_kernel']:.2f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)
+
+    history = train_prior(vae, train_t, test_t, cfg, on_epoch)
+    bar.close()
+    final = {"train": evaluate_prior(vae, train_t, samples=10, seed=seed)}
+    if test_t is not None:
+        final["test"] = evaluate_prior(vae, test_t, samples=10, seed=seed)
+    save_prior(
+        vae,
+        out,
+        training={
+            **cfg.__dict__,
+            "kernels": str(kernels.resolve()),
+            "seconds": history[-1]["seconds"],
+            "device": str(dev),
+        },
+        kernel_stats={
+            "train": kernel_summary(train_k),
+            "test": kernel_summary(test_k) if test_k is not None else None,
+        },
+        metrics=final,
+    )
+    msg = (
+        f"prior {vae_cfg.kernel_size}x{vae_cfg.kernel_size} (z {vae_cfg.z_dim}, h {vae_cfg.hidden})"
+    )
+    msg += f" -> {out}: train ELBO {final['train']['elbo_per_kernel']:.2f}"
+    if "test" in final:
+        msg += f", test ELBO {final['test']['elbo_per_kernel']:.2f}"
+    typer.echo(msg + f" nats/kernel ({history[-1]['seconds']:.0f}s)")
+
+
+@prior_app.command("eval")
+def prior_eval(
+    prior: Annotated[Path, typer.Option("--prior", help="Prior directory.")],
+    kernels: Annotated[Path, typer.Option("--kernels", help="Kernel file (N, 1, k, k) .npy.")],
+    samples: Annotated[int, typer.Option(min=1, help="Draws of z per kernel for the ELBO.")] = 10,
+    iw_samples: Annotated[
+        int, typer.Option(min=0, help="Importance samples for log p(w) (0: skip).")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Print JSON with the ELBO per kernel (elbo_per_kernel) and an importance-weighted
+    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats."""
+    import json
+
+    import torch
+
+    from dwp.device import resolve_device
+    from dwp.kernels import load_kernel_file
+    from dwp.priors import load_prior
+    from dwp.train.prior import evaluate_prior
+
+    dev = resolve_device(device)
+    vae, _ = load_prior(prior, map_location=dev)
+    w = torch.from_numpy(load_kernel_file(kernels, vae.kernel_size))
+    result = evaluate_prior(vae, w, samples=samples, iw_samples=iw_samples, seed=seed)
+    result.update({"kernel_size": vae.kernel_size, "prior": str(prior), "kernels": str(kernels)})
+    typer.echo(json.dumps(result, indent=2))
+
+
+@prior_app.command("sample")
+def prior_sample(
+    prior: Annotated[Path, typer.Option("--prior", help="Prior directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    kernels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real kernels (.npy) to show beside the samples (default: the "
+            "prior's training kernels, if still there).",
+            show_default=False,
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option(min=1, max=400, help="Kernels per panel.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+    latent_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Latent-grid figure (z_dim 2 only; default: OUT with _latent).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Draw kernels from the prior (decoder means at z ~ N(0, I)) beside real kernels; for a 2-D
+    latent space also the kernels decoded on a grid of z."""
+    import numpy as np
+    import torch
+
+    from dwp.kernels import load_kernel_file
+    from dwp.plots import _pick, latent_grid, prior_samples
+    from dwp.priors import load_prior
+
+    vae, meta = load_prior(prior)
+    real = None
+    if kernels is None:
+        stored = meta.get("training", {}).get("kernels")
+        if stored and (Path(stored) / "train.npy").is_file():
+            kernels = Path(stored) / "train.npy"
+    if kernels is not None:
+        real = _pick(load_kernel_file(kernels, vae.kernel_size), n, seed)
+    with torch.no_grad():
+        samples = vae.sample(n, torch.Generator().manual_seed(seed)).numpy()
+    k = vae.kernel_size
+    title = f"{k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden})"
+    typer.echo(f"wrote {prior_samples(real, samples, out, title)}")
+    if vae.z_dim == 2:
+        from statistics import NormalDist
+
+        g = 12
+        grid = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.03, 0.97, g)])
+        z1, z2 = np.meshgrid(grid, grid[::-1])
+        z = torch.tensor(np.stack([z1.ravel(), z2.ravel()], 1), dtype=torch.float32)
+        with torch.no_grad():
+            decoded = vae.decode(z)[0].numpy()
+        path = latent_out or out.with_name(out.stem + "_latent.png")
+        title = f"{k}x{k} prior: decoder means on a grid of z (normal quantiles 3%..97%)"
+        typer.echo(f"wrote {latent_grid(decoded, grid, path, title)}")
+
+
+@prior_app.command("import")
+def prior_import(
+    reference_dir: Annotated[
+        Path, typer.Argument(help="Reference checkpoint: params.yaml + vae_params.torch.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+) -> None:
+    """Convert a prior trained with the reference implementation into a dwp prior directory."""
+    from dwp.priors import import_reference_prior
+
+    vae, _ = import_reference_prior(reference_dir, out)
+    k = vae.kernel_size
+    typer.echo(f"imported {k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden}) -> {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dwp`` console script; returns the exit status."""
     try:

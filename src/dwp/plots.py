@@ -71,3 +71,91 @@ def class_grid(
         fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
     return save_figure(fig, out)
+
+
+def _mosaic(kernels: np.ndarray, cols: int) -> np.ndarray:
+    """Tile (N, 1, k, k) kernels into one 2-D array, a NaN gap of one pixel between tiles."""
+    n, _, k, _ = kernels.shape
+    rows = (n + cols - 1) // cols
+    out = np.full((rows * (k + 1) - 1, cols * (k + 1) - 1), np.nan)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = kernels[i, 0]
+    return out
+
+
+def draw_kernels(ax, kernels: np.ndarray, cols: int, title: str, vmax: float | None = None):
+    """Draw kernels as a mosaic on ``ax`` with a symmetric diverging colour map (red > 0,
+    blue < 0); returns the colour scale used."""
+    if vmax is None:
+        vmax = float(np.quantile(np.abs(kernels), 0.99)) or 1.0
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    ax.imshow(_mosaic(kernels, cols), cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return vmax
+
+
+def _pick(kernels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(kernels), size=min(n, len(kernels)), replace=False)
+    return kernels[np.sort(idx)]
+
+
+def kernel_preview(layers: dict[str, dict], out: str | Path, n: int = 64, seed: int = 0) -> Path:
+    """One row per layer: random training kernels, and the histogram of all kernel norms (before
+    pruning) with the pruning threshold.
+
+    ``layers`` maps a layer name to ``{"kernels": (N, 1, k, k) array, "stats": layer stats}``.
+    """
+    fig, axes = plt.subplots(len(layers), 2, figsize=(9, 3.6 * len(layers)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.2]})  # fmt: skip
+    for row, (name, item) in enumerate(layers.items()):
+        kernels, stats = item["kernels"], item["stats"]
+        k = kernels.shape[-1]
+        shown = _pick(kernels, n, seed)
+        title = f"{name}: {len(kernels)} train kernels {k}x{k} (random {len(shown)})"
+        draw_kernels(axes[row, 0], shown, 8, title)
+        hist = stats["norm_histogram"]
+        edges, counts = np.asarray(hist["edges"]), np.asarray(hist["counts"])
+        ax = axes[row, 1]
+        ax.stairs(counts, edges, fill=True, alpha=0.6)
+        ax.set_xscale("log")
+        ax.axvline(
+            stats["min_norm"], color="crimson", ls="--", label=f"min norm {stats['min_norm']:g}"
+        )
+        ax.set_xlabel("kernel L2 norm")
+        ax.set_ylabel("kernels")
+        kept = stats["kept_fraction"]
+        ax.set_title(f"{name}: norms of all slices; {kept:.1%} kept", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def prior_samples(
+    real: np.ndarray | None, samples: np.ndarray, out: str | Path, title: str, cols: int = 8
+) -> Path:
+    """Real kernels (if given) beside kernels sampled from the prior, on one colour scale."""
+    panels = 2 if real is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.6), squeeze=False)
+    vmax = None
+    if real is not None:
+        vmax = draw_kernels(axes[0, 0], real, cols, f"real kernels ({len(real)})")
+    draw_kernels(axes[0, -1], samples, cols, f"prior samples ({len(samples)})", vmax)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def latent_grid(decoded: np.ndarray, grid: np.ndarray, out: str | Path, title: str) -> Path:
+    """Kernels decoded on a regular grid of a 2-D latent space (the paper's latent figure).
+
+    ``decoded`` is (G * G, 1, k, k) in row-major order over ``grid`` (G values of z1 for the
+    columns, of z2 for the rows, top row = largest z2)."""
+    g = len(grid)
+    fig, ax = plt.subplots(figsize=(6.5, 6.5))
+    draw_kernels(ax, decoded, g, title)
+    fig.tight_layout()
+    return save_figure(fig, out)

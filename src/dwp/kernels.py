@@ -1,0 +1,179 @@
+"""Kernel datasets: every (out, in) slice of chosen conv layers of the source nets.
+
+A layer's kernels are stored as ``<out>/<layer>/train.npy`` and ``test.npy``, float32 arrays of
+shape (N, 1, k, k) (the reference implementation's kernel file format). The test part comes from
+held-out source nets (the last ``test_fraction`` of them). Slices whose L2 norm is below
+``min_norm`` are dropped: the source nets' L2 penalty drives most kernels to almost zero, and
+those carry no shape to learn. ``<out>/stats.json`` records the counts before and after pruning,
+norm quantiles and a histogram of all norms.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dwp.errors import DWPError
+from dwp.io import atomic_path
+from dwp.nn import conv_layers
+
+__all__ = [
+    "DEFAULT_MIN_NORM",
+    "KernelConfig",
+    "extract_kernels",
+    "kernel_slices",
+    "load_kernel_file",
+    "read_kernel_stats",
+    "validate_kernels",
+]
+
+#: Default pruning threshold on a kernel's L2 norm. Kernels the L2 penalty has switched off end
+#: up with norms of 1e-4..1e-3 (Adam's steps shrink with the learning rate, which decays to 0);
+#: kernels in use have norms of 0.05 and more (5x5) or 0.5 and more (7x7).
+DEFAULT_MIN_NORM = 1e-2
+_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass
+class KernelConfig:
+    """How to turn source nets into kernel datasets."""
+
+    min_norm: float = DEFAULT_MIN_NORM
+    test_fraction: float = 0.2
+    layers: tuple[str, ...] | None = None  # None: every conv layer
+    max_kernels: int | None = None  # per layer and part, a random subset (seeded) when exceeded
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.min_norm < 0:
+            raise DWPError(f"--min-norm must be >= 0, got {self.min_norm}")
+        if not 0 < self.test_fraction < 1:
+            raise DWPError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        if self.max_kernels is not None and self.max_kernels < 1:
+            raise DWPError(f"--max-kernels must be >= 1, got {self.max_kernels}")
+
+
+def kernel_slices(weight: torch.Tensor) -> np.ndarray:
+    """All (out, in) slices of a conv weight (out, in, kh, kw) as float32 (out * in, 1, kh, kw)."""
+    w = weight.detach().cpu().float()
+    return w.reshape(-1, 1, *w.shape[-2:]).numpy()
+
+
+def validate_kernels(kernels: np.ndarray, name: str, kernel_size: int | None = None) -> np.ndarray:
+    """Check a kernel array: (N, 1, k, k), floating point, finite, not empty; returns float32."""
+    if not isinstance(kernels, np.ndarray):
+        raise DWPError(f"{name}: expected a numpy array of kernels, got {type(kernels).__name__}")
+    if kernels.ndim != 4 or kernels.shape[1] != 1 or kernels.shape[2] != kernels.shape[3]:
+        raise DWPError(f"{name}: expected kernels of shape (N, 1, k, k), got {kernels.shape}")
+    if not np.issubdtype(kernels.dtype, np.floating):
+        raise DWPError(f"{name}: expected floating-point kernels, got dtype {kernels.dtype}")
+    if kernels.shape[0] == 0:
+        raise DWPError(f"{name}: holds no kernels")
+    if kernel_size is not None and kernels.shape[-1] != kernel_size:
+        k = kernels.shape[-1]
+        raise DWPError(f"{name}: holds {k}x{k} kernels, expected {kernel_size}x{kernel_size}")
+    bad = ~np.isfinite(kernels)
+    if bad.any():
+        raise DWPError(f"{name}: {int(bad.any(axis=(1, 2, 3)).sum())} kernels contain NaN or inf")
+    return kernels.astype(np.float32, copy=False)
+
+
+def load_kernel_file(path: str | Path, kernel_size: int | None = None) -> np.ndarray:
+    """Load and validate a kernel ``.npy`` file (see :func:`validate_kernels`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DWPError(f"kernel file {path} does not exist")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DWPError(f"{path}: not a readable .npy file ({exc})") from exc
+    return validate_kernels(arr, str(path), kernel_size)
+
+
+def _norm_stats(norms: np.ndarray, kept: np.ndarray) -> dict:
+    q = np.quantile(kept, _QUANTILES) if len(kept) else [math.nan] * len(_QUANTILES)
+    positive = norms[norms > 0]
+    lo = math.floor(math.log10(positive.min())) if len(positive) else -6
+    hi = math.ceil(math.log10(norms.max())) if len(positive) else 1
+    edges = np.logspace(lo, max(hi, lo + 1), 41)
+    counts, _ = np.histogram(np.clip(norms, edges[0], edges[-1]), bins=edges)
+    return {
+        "norm_quantiles": {f"{p:g}": float(v) for p, v in zip(_QUANTILES, q, strict=True)},
+        "norm_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }
+
+
+def _subsample(x: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:
+    if limit is None or len(x) <= limit:
+        return x
+    return x[np.sort(rng.choice(len(x), size=limit, replace=False))]
+
+
+def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: KernelConfig) -> dict:
+    """Write the kernel datasets of ``nets`` (source nets in order) under ``out``.
+
+    The last ``ceil(test_fraction * len(nets))`` nets give the test part, the others the train
+    part. Returns the statistics also written to ``out/stats.json``.
+    """
+    if len(nets) < 2:
+        raise DWPError(
+            f"need at least 2 source nets to hold some out for the test kernels, got {len(nets)}"
+        )
+    n_test = max(1, math.ceil(config.test_fraction * len(nets)))
+    parts = {"train": nets[:-n_test], "test": nets[-n_test:]}
+    available = list(conv_layers(nets[0]))
+    layers = list(config.layers) if config.layers else available
+    unknown = [name for name in layers if name not in available]
+    if unknown:
+        raise DWPError(f"unknown conv layers {unknown}; the source nets have {available}")
+    rng = np.random.default_rng(config.seed)
+    out = Path(out)
+    stats: dict = {"config": asdict(config), "nets": {k: len(v) for k, v in parts.items()},
+                   "layers": {}}  # fmt: skip
+    for layer in layers:
+        arrays, all_norms, layer_stats = {}, [], {}
+        for part, part_nets in parts.items():
+            kernels = np.concatenate(
+                [kernel_slices(conv_layers(n)[layer].weight) for n in part_nets]
+            )
+            norms = np.sqrt((kernels.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+            all_norms.append(norms)
+            keep = norms >= config.min_norm
+            kept = kernels[keep]
+            if len(kept) == 0:
+                raise DWPError(
+                    f"layer {layer}: all {len(kernels)} {part} kernels have norm below --min-norm "
+                    f"{config.min_norm:g} (largest norm {norms.max():.3g}); lower the threshold"
+                )
+            arrays[part] = _subsample(kept, config.max_kernels, rng)
+            layer_stats[part] = {"before": len(kernels), "after_pruning": len(kept),
+                                 "written": len(arrays[part])}  # fmt: skip
+        norms = np.concatenate(all_norms)
+        kept_norms = norms[norms >= config.min_norm]
+        k = arrays["train"].shape[-1]
+        layer_stats.update({"kernel_size": int(k), "min_norm": config.min_norm,
+                            "kept_fraction": float(len(kept_norms) / len(norms)),
+                            **_norm_stats(norms, kept_norms)})  # fmt: skip
+        for part, arr in arrays.items():
+            with atomic_path(out / layer / f"{part}.npy") as tmp:
+                np.save(tmp, np.ascontiguousarray(arr, dtype=np.float32))
+        stats["layers"][layer] = layer_stats
+    with atomic_path(out / "stats.json") as tmp:
+        tmp.write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def read_kernel_stats(kernels_dir: str | Path) -> dict:
+    """The ``stats.json`` of a kernels directory written by :func:`extract_kernels`."""
+    path = Path(kernels_dir) / "stats.json"
+    if not path.is_file():
+        raise DWPError(f"{path} not found: point at a directory written by `dwp kernels extract`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DWPError(f"{path}: not valid JSON ({exc})") from exc

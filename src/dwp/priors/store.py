@@ -1,0 +1,177 @@
+"""Prior directories: save, load, and import checkpoints of the reference implementation.
+
+A prior directory holds ``prior.json`` (format name and version, architecture, how it was
+trained, statistics of its kernels, final metrics) and ``weights.pt`` (the state dict).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from dwp.errors import DWPError
+from dwp.io import atomic_path
+from dwp.priors.vae import KernelVAE, VAEConfig
+
+__all__ = [
+    "PRIOR_FORMAT",
+    "PRIOR_FORMAT_VERSION",
+    "import_reference_prior",
+    "kernel_summary",
+    "load_prior",
+    "save_prior",
+]
+
+PRIOR_FORMAT = "dwp-kernel-vae"
+PRIOR_FORMAT_VERSION = 1
+_META, _WEIGHTS = "prior.json", "weights.pt"
+
+
+def kernel_summary(kernels: np.ndarray) -> dict:
+    """Count, norm quantiles and pixel moments of a kernel array (N, 1, k, k)."""
+    norms = np.sqrt((kernels.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+    return {
+        "count": len(kernels),
+        "kernel_size": int(kernels.shape[-1]),
+        "norm_quantiles": {
+            f"{q:g}": float(v)
+            for q, v in zip((0.05, 0.5, 0.95), np.quantile(norms, (0.05, 0.5, 0.95)), strict=True)
+        },
+        "pixel_mean": float(kernels.mean()),
+        "pixel_std": float(kernels.std()),
+    }
+
+
+def save_prior(vae: KernelVAE, out: str | Path, **info) -> Path:
+    """Write ``vae`` and ``info`` (JSON-serialisable: training config, kernel stats, metrics) to
+    the prior directory ``out``; each file atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": PRIOR_FORMAT,
+        "format_version": PRIOR_FORMAT_VERSION,
+        "vae": vae.config.to_dict(),
+        **info,
+    }
+    state = {k: v.detach().cpu() for k, v in vae.state_dict().items()}
+    with atomic_path(out / _WEIGHTS) as tmp:
+        torch.save(state, tmp)
+    with atomic_path(out / _META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_prior(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[KernelVAE, dict]:
+    """Load a prior directory; returns the VAE (in eval mode) and its metadata."""
+    path = Path(path)
+    meta_path, weights_path = path / _META, path / _WEIGHTS
+    if not path.is_dir():
+        raise DWPError(f"prior directory {path} does not exist")
+    missing = [p.name for p in (meta_path, weights_path) if not p.is_file()]
+    if missing:
+        raise DWPError(
+            f"prior directory {path} is incomplete: missing {', '.join(missing)} "
+            f"(expected {_META} and {_WEIGHTS}; use `dwp prior import` for reference checkpoints)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DWPError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if meta.get("format") != PRIOR_FORMAT or meta.get("format_version") != PRIOR_FORMAT_VERSION:
+        raise DWPError(
+            f"{path}: prior of format {meta.get('format')!r} version "
+            f"{meta.get('format_version')!r}; this dwp reads {PRIOR_FORMAT!r} version "
+            f"{PRIOR_FORMAT_VERSION}"
+        )
+    try:
+        config = VAEConfig(**meta["vae"])
+        state = torch.load(weights_path, map_location=map_location, weights_only=True)
+        vae = KernelVAE(config)
+        vae.load_state_dict(state)
+    except DWPError:
+        raise
+    except Exception as exc:
+        raise DWPError(f"{path}: weights do not match the architecture in {_META} ({exc})") from exc
+    vae.to(map_location).eval()
+    return vae, meta
+
+
+# Reference key -> native key. The reference modules are Sequentials (odd indices are ELUs) and
+# 1x1 conv heads named fc_mu / fc_var (encoder fc_sigma in the 5x5 and 3x3 variants), wrapped in
+# a one-element Sequential in the 5x5 decoder.
+_KEY_RULES = [
+    (re.compile(r"^encoder\.features\.(\d+)\.(weight|bias)$"), r"encoder.body.\1.\2"),
+    (re.compile(r"^encoder\.fc_mu\.(weight|bias)$"), r"encoder.mu.\1"),
+    (re.compile(r"^encoder\.fc_(?:var|sigma)\.(weight|bias)$"), r"encoder.var.\1"),
+    (re.compile(r"^decoder\.decoder\.(\d+)\.(weight|bias)$"), r"decoder.body.\1.\2"),
+    (re.compile(r"^decoder\.fc_mu\.(?:0\.)?(weight|bias)$"), r"decoder.mu.\1"),
+    (re.compile(r"^decoder\.fc_var\.(?:0\.)?(weight|bias)$"), r"decoder.var.\1"),
+]
+
+
+def _native_key(key: str) -> str | None:
+    key = key.removeprefix("module.")
+    for pattern, repl in _KEY_RULES:
+        if pattern.match(key):
+            return pattern.sub(repl, key)
+    return None
+
+
+def import_reference_prior(ref_dir: str | Path, out: str | Path) -> tuple[KernelVAE, dict]:
+    """Convert a checkpoint of the reference implementation (``params.yaml`` with kernel_dim,
+    z_dim, hidden_dim, var; ``vae_params.torch``, a pickled state dict) into a prior directory."""
+    ref_dir = Path(ref_dir)
+    params_path, weights_path = ref_dir / "params.yaml", ref_dir / "vae_params.torch"
+    missing = [p.name for p in (params_path, weights_path) if not p.is_file()]
+    if missing:
+        raise DWPError(
+            f"{ref_dir} is not a reference prior checkpoint: missing {', '.join(missing)}"
+        )
+    try:
+        params = yaml.safe_load(params_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DWPError(f"{params_path}: not valid YAML ({exc})") from exc
+    need = [k for k in ("kernel_dim", "z_dim", "hidden_dim") if k not in params]
+    if need:
+        raise DWPError(f"{params_path}: missing keys {', '.join(need)}")
+    if str(params.get("var", "train")) != "train":
+        raise DWPError(
+            f"{params_path}: var={params['var']!r} (a fixed decoder variance) is not supported; "
+            "only priors trained with var: train can be imported"
+        )
+    config = VAEConfig(int(params["kernel_dim"]), int(params["z_dim"]), int(params["hidden_dim"]))
+    try:
+        ref_state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DWPError(f"{weights_path}: not a readable state dict ({exc})") from exc
+    if not isinstance(ref_state, dict):
+        raise DWPError(f"{weights_path}: expected a state dict, got {type(ref_state).__name__}")
+    state, unknown = {}, []
+    for key, value in ref_state.items():
+        native = _native_key(key)
+        if native is None:
+            unknown.append(key)
+        else:
+            state[native] = value
+    if unknown:
+        raise DWPError(f"{weights_path}: unexpected keys {unknown[:4]} for a reference kernel VAE")
+    vae = KernelVAE(config)
+    try:
+        vae.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise DWPError(
+            f"{weights_path}: does not match a {config.kernel_size}x{config.kernel_size} VAE with "
+            f"z_dim {config.z_dim}, hidden_dim {config.hidden} ({detail})"
+        ) from exc
+    info = {"imported_from": str(ref_dir.resolve()), "reference_params": params}
+    save_prior(vae, out, **info)
+    return vae.eval(), info

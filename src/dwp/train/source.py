@@ -1,0 +1,260 @@
+"""Source networks: ordinary FConv nets trained on the source domain, whose kernels become the
+training data of the prior.
+
+Protocol (DESIGN.md): batch 256, Adam lr 1e-3 decayed linearly to 0 over the run, loss = mean
+cross-entropy + ``l2`` * (sum of squares of all conv parameters). The L2 term drives most kernels
+to almost zero; the survivors are the kernel dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dwp.data import ImageSet, load_dataset
+from dwp.errors import DWPError
+from dwp.io import atomic_path
+from dwp.nn import FConv, conv_layers
+
+__all__ = [
+    "SOURCE_FORMAT_VERSION",
+    "SourceConfig",
+    "evaluate_accuracy",
+    "load_source_net",
+    "train_source_net",
+    "train_source_nets",
+]
+
+log = logging.getLogger(__name__)
+
+SOURCE_FORMAT_VERSION = 1
+
+
+@dataclass
+class SourceConfig:
+    """How to train a set of source nets. Net ``i`` uses seed ``seed + i``."""
+
+    dataset: str = "letters"
+    nets: int = 100
+    hidden: tuple[int, int] = (256, 512)
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    l2: float = 1e-3
+    seed: int = 0
+    n_train: int | None = None  # use only the first n training images (None: all)
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        checks = {
+            "nets": self.nets >= 1,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "l2": self.l2 >= 0,
+            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "n_train": self.n_train is None or self.n_train >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise DWPError(f"invalid source config: {', '.join(bad)} out of range ({self})")
+
+
+def l2_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of squares of all parameters of the model's conv layers (weights and biases)."""
+    return sum(p.pow(2).sum() for m in conv_layers(model).values() for p in m.parameters())
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` on ``data``, evaluated on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        x = data.images[start : start + batch_size].to(device)
+        y = data.labels[start : start + batch_size].to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / max(1, len(data))
+
+
+def train_source_net(
+    model: nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    config: SourceConfig,
+    generator: torch.Generator,
+    on_step: Callable[[dict], None] | None = None,
+    log_every: int = 10,
+) -> dict:
+    """Train one net in place; returns final metrics (train loss, test accuracy, seconds).
+
+    ``generator`` (on the CPU) orders the batches. The data are moved to the model's device once.
+    ``on_step`` receives ``{"step", "steps", "loss", "acc"}`` (running means over the epoch)
+    every ``log_every`` steps.
+    """
+    device = next(model.parameters()).device
+    x_all, y_all = train.images.to(device), train.labels.to(device)
+    n = len(train)
+    steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    total = steps_per_epoch * config.epochs
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total)
+    model.train()
+    t0 = time.perf_counter()
+    step = 0
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x, y = x_all[idx], y_all[idx]
+            logits = model(x)
+            ce = F.cross_entropy(logits, y)
+            loss = ce + config.l2 * l2_penalty(model) if config.l2 else ce
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if on_step is not None and (step % log_every == 0 or step == total):
+                seen = min(n, start + config.batch_size)  # examples seen this epoch
+                on_step({"step": step, "steps": total, "loss": float(loss_sum) / seen,
+                         "acc": float(correct) / seen})  # fmt: skip
+    seconds = time.perf_counter() - t0
+    return {
+        "train_loss": float(loss_sum) / n,  # mean over the last epoch
+        "train_acc": float(correct) / n,
+        "test_acc": evaluate_accuracy(model, test),
+        "seconds": seconds,
+        "steps": total,
+    }
+
+
+def _net_path(out: Path, index: int) -> Path:
+    return out / f"net-{index:03d}.pt"
+
+
+def load_source_net(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[FConv, dict]:
+    """Load a source-net checkpoint; returns the model and the checkpoint's metadata."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise DWPError(f"{path}: not a readable source-net checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format_version") != SOURCE_FORMAT_VERSION:
+        raise DWPError(
+            f"{path}: not a dwp source-net checkpoint of format version {SOURCE_FORMAT_VERSION}"
+        )
+    cfg = ckpt["model"]
+    model = FConv(tuple(cfg["hidden"]), cfg["in_channels"], cfg["num_classes"], cfg["image_size"])
+    model.load_state_dict(ckpt["state_dict"])
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, meta
+
+
+def train_source_nets(
+    config: SourceConfig,
+    out: str | Path,
+    device: torch.device,
+    data_root: str | Path | None = None,
+    on_net_start: Callable[[int, int], None] | None = None,
+    on_step: Callable[[dict], None] | None = None,
+    on_net_done: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Train ``config.nets`` nets into ``out`` (one ``net-XXX.pt`` each), skipping finished ones.
+
+    Each checkpoint holds the weights, the model and training config, the seed, and the final
+    metrics (test accuracy among them); it is written atomically, so an interrupted run leaves no
+    half-written file and a re-run resumes with the first missing net. Returns the metrics of all
+    nets (finished earlier or now), also appended as JSON lines to ``out/metrics.jsonl``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    cfg_dict = dataclasses.asdict(config)
+    if config_path.exists():
+        old = json.loads(config_path.read_text())
+        differs = {k for k in cfg_dict if k != "nets" and old.get(k) != _jsonable(cfg_dict[k])}
+        if differs:
+            raise DWPError(
+                f"{out} holds source nets trained with another config (differs in "
+                f"{', '.join(sorted(differs))}); choose a new --out directory"
+            )
+    with atomic_path(config_path) as tmp:
+        tmp.write_text(json.dumps(cfg_dict, indent=2))
+
+    ds = load_dataset(config.dataset, data_root)
+    train = (
+        ds.train
+        if config.n_train is None
+        else ds.train.subset(range(min(config.n_train, len(ds.train))))
+    )
+    in_channels, image_size = ds.train.images.shape[1], ds.train.images.shape[-1]
+    results = []
+    for i in range(config.nets):
+        path = _net_path(out, i)
+        if path.exists():
+            _, meta = load_source_net(path)
+            results.append(meta["metrics"])
+            continue
+        if on_net_start is not None:
+            on_net_start(i, config.nets)
+        seed = config.seed + i
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = FConv(config.hidden, in_channels, ds.num_classes, image_size)
+        model.to(device)
+        gen = torch.Generator().manual_seed(seed)
+        metrics = train_source_net(model, train, ds.test, config, gen, on_step)
+        metrics = {"net": i, "seed": seed, **metrics}
+        ckpt = {
+            "format_version": SOURCE_FORMAT_VERSION,
+            "model": {"kind": "fconv", "hidden": list(config.hidden), "in_channels": in_channels,
+                      "num_classes": ds.num_classes, "image_size": image_size},
+            "config": cfg_dict,
+            "dataset": {"name": ds.name, "source": ds.source},
+            "seed": seed,
+            "metrics": metrics,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        }  # fmt: skip
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        log.debug("net %d: %s", i, metrics)
+        results.append(metrics)
+        if on_net_done is not None:
+            on_net_done(i, metrics)
+    return results
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def list_source_nets(source: str | Path) -> list[Path]:
+    """The checkpoints of a source directory, in net order; an error if there are none."""
+    source = Path(source)
+    if not source.is_dir():
+        raise DWPError(f"source directory {source} does not exist")
+    nets = sorted(source.glob("net-*.pt"))
+    if not nets:
+        raise DWPError(f"no source nets (net-XXX.pt) in {source}; run `dwp source train` first")
+    return nets

@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributions as D
+import yaml
+from torch.nn import functional as F
+
+from dwp.errors import DWPError
+from dwp.priors import (
+    KernelVAE,
+    VAEConfig,
+    default_vae_config,
+    import_reference_prior,
+    load_prior,
+    save_prior,
+)
+from dwp.train.prior import PriorTrainConfig, evaluate_prior, train_prior
+
+torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize(("k", "z", "h"), [(7, 2, 32), (5, 4, 64), (3, 2, 32)])
+def test_paper_defaults_and_shapes(k, z, h):
+    cfg = default_vae_config(k)
+    assert (cfg.z_dim, cfg.hidden) == (z, h)
+    vae = KernelVAE(cfg)
+    w = torch.randn(6, 1, k, k)
+    mu, var = vae.encode(w)
+    assert mu.shape == var.shape == (6, z, 1, 1) and (var > 0).all()
+    x_mu, x_var = vae.decode(torch.randn(6, z))
+    assert x_mu.shape == x_var.shape == (6, 1, k, k) and (x_var > 0).all()
+
+
+def test_architecture_7x7_matches_design():
+    vae = KernelVAE(VAEConfig(7, 2, 32))
+    convs = [m for m in vae.encoder.body if not isinstance(m, torch.nn.ELU)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (1, 32, (3, 3)), (32, 64, (3, 3)), (64, 64, (3, 3))]  # fmt: skip
+    tconvs = [m for m in vae.decoder.body if not isinstance(m, torch.nn.ELU)]
+    assert all(isinstance(t, torch.nn.ConvTranspose2d) for t in tconvs)
+    assert [(t.in_channels, t.out_channels) for t in tconvs] == [(2, 64), (64, 64), (64, 32)]
+    # ELU after every hidden conv, including the last one of each body
+    assert isinstance(vae.encoder.body[-1], torch.nn.ELU)
+    assert isinstance(vae.decoder.body[-1], torch.nn.ELU)
+
+
+def test_unknown_kernel_size():
+    with pytest.raises(DWPError, match=r"no kernel VAE architecture for 4x4.*3x3, 5x5, 7x7"):
+        default_vae_config(4)
+
+
+def test_wrong_kernel_size_input():
+    vae = KernelVAE(default_vae_config(7))
+    with pytest.raises(DWPError, match=r"this prior is for 7x7 kernels"):
+        vae.elbo(torch.randn(3, 1, 5, 5))
+
+
+def _elbo_reference(vae, w, eps):
+    """The ELBO written with torch.distributions, given the standard-normal draw eps."""
+    mu, var = vae.encode(w)
+    q = D.Normal(mu, var.sqrt())
+    kl = D.kl_divergence(q, D.Normal(torch.zeros_like(mu), torch.ones_like(mu))).flatten(1).sum(1)
+    x_mu, x_var = vae.decode(mu + var.sqrt() * eps)
+    ll = D.Normal(x_mu, x_var.sqrt()).log_prob(w).flatten(1).sum(1)
+    return ll - kl
+
+
+@pytest.mark.parametrize("k", [7, 5, 3])
+def test_elbo_matches_torch_distributions(k):
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(k)).double()
+    w = torch.randn(5, 1, k, k, dtype=torch.float64) * 0.3
+    gen = torch.Generator().manual_seed(11)
+    got = vae.elbo(w, gen)
+    eps = torch.randn((5, vae.z_dim, 1, 1), generator=torch.Generator().manual_seed(11),
+                      dtype=torch.float64)  # fmt: skip
+    torch.testing.assert_close(got, _elbo_reference(vae, w, eps))
+
+
+def test_iw_bound_one_sample_is_elbo_and_tightens():
+    torch.manual_seed(1)
+    vae = KernelVAE(default_vae_config(7)).double()
+    w = torch.randn(8, 1, 7, 7, dtype=torch.float64) * 0.2
+    one = vae.iw_log_likelihood(w, 1, torch.Generator().manual_seed(3))
+    # with one sample: log p(w|z) + log p(z) - log r(z|w) at z = mu + std * eps
+    eps = torch.randn((8, 2, 1, 1), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    mu, var = vae.encode(w)
+    z = mu + var.sqrt() * eps
+    x_mu, x_var = vae.decode(z)
+    expected = (
+        D.Normal(x_mu, x_var.sqrt()).log_prob(w).flatten(1).sum(1)
+        + D.Normal(0.0, 1.0).log_prob(z).flatten(1).sum(1)
+        - D.Normal(mu, var.sqrt()).log_prob(z).flatten(1).sum(1)
+    )
+    torch.testing.assert_close(one, expected)
+    many = vae.iw_log_likelihood(w, 2000, torch.Generator().manual_seed(4)).mean()
+    mean_elbo = vae.elbo(w, torch.Generator().manual_seed(5), samples=200).mean()
+    assert many > mean_elbo
+
+
+def test_iw_log_likelihood_exact_for_linear_gaussian():
+    # A VAE whose decoder ignores z is a plain Gaussian with posterior p(z | w) = p(z); with that
+    # posterior as proposal the importance-weighted estimate is exact with any sample count.
+    vae = KernelVAE(VAEConfig(3, 2, 4)).double()
+    for p in vae.parameters():
+        torch.nn.init.zeros_(p)
+    with torch.no_grad():
+        vae.encoder.var.bias.fill_(math.log(math.e - 1))  # r(z | w) = N(0, I) = p(z)
+        vae.decoder.mu.bias.fill_(0.5)
+        vae.decoder.var.bias.fill_(math.log(math.e - 1))  # softplus -> variance 1
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    exact = D.Normal(0.5, 1.0).log_prob(w).flatten(1).sum(1)
+    got = vae.iw_log_likelihood(w, 50, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, exact)
+
+
+def test_sample_shapes_and_determinism():
+    vae = KernelVAE(default_vae_config(5))
+    a = vae.sample(7, torch.Generator().manual_seed(2))
+    b = vae.sample(7, torch.Generator().manual_seed(2))
+    assert a.shape == (7, 1, 5, 5) and torch.equal(a, b)
+    c = vae.sample(7, torch.Generator().manual_seed(2), mean=False)
+    assert not torch.equal(a, c)
+
+
+def test_training_improves_test_elbo():
+    # kernels: random multiples of two fixed patterns plus a little noise
+    gen = torch.Generator().manual_seed(0)
+    patterns = torch.randn(2, 1, 7, 7, generator=gen) * 0.3
+
+    def kernels(n):
+        coef = torch.randn(n, 2, 1, 1, 1, generator=gen)
+        return (coef * patterns).sum(1) + 0.01 * torch.randn(n, 1, 7, 7, generator=gen)
+
+    train, test = kernels(512), kernels(256)
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(7))
+    before = evaluate_prior(vae, test, samples=5)["elbo_per_kernel"]
+    history = train_prior(vae, train, test, PriorTrainConfig(epochs=30, batch_size=64))
+    after = evaluate_prior(vae, test, samples=5)["elbo_per_kernel"]
+    assert len(history) == 30 and history[-1]["lr"] == 0.0
+    assert after > before + 40 and after > 0  # from a vague density to a sharp one
+    assert history[-1]["test_elbo_per_kernel"] > history[0]["test_elbo_per_kernel"]
+
+
+def test_save_load_roundtrip(tmp_path):
+    vae = KernelVAE(default_vae_config(5))
+    save_prior(vae, tmp_path / "p", metrics={"x": 1})
+    back, meta = load_prior(tmp_path / "p")
+    assert meta["metrics"] == {"x": 1} and meta["vae"]["kernel_size"] == 5
+    w = torch.randn(3, 1, 5, 5)
+    torch.testing.assert_close(back.encode(w), vae.encode(w))
+    assert not any(p.name.startswith(".") for p in (tmp_path / "p").iterdir())
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(DWPError, match="does not exist"):
+        load_prior(tmp_path / "nope")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "prior.json").write_text("{}")
+    with pytest.raises(DWPError, match=r"incomplete: missing weights\.pt"):
+        load_prior(tmp_path / "p")
+    save_prior(KernelVAE(default_vae_config(7)), tmp_path / "q")
+    meta = json.loads((tmp_path / "q" / "prior.json").read_text())
+    meta["format_version"] = 99
+    (tmp_path / "q" / "prior.json").write_text(json.dumps(meta))
+    with pytest.raises(DWPError, match="version 99; this dwp reads"):
+        load_prior(tmp_path / "q")
+
+
+# ----------------------------------------------------------------------------- reference import
+def _reference_state(k: int, z: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the reference implementation's key names and shapes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def conv(cin, cout, ks, transposed=False):
+        shape = (cin, cout, ks, ks) if transposed else (cout, cin, ks, ks)
+        return torch.randn(shape, generator=g) * 0.3, torch.randn(cout, generator=g) * 0.1
+
+    s = {}
+    if k == 7:
+        enc = [(1, h), (h, 2 * h), (2 * h, 2 * h)]
+        for i, (a, b) in zip((0, 2, 4), enc, strict=True):
+            s[f"encoder.features.{i}.weight"], s[f"encoder.features.{i}.bias"] = conv(a, b, 3)
+        s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"] = conv(2 * h, z, 1)
+        s["encoder.fc_var.weight"], s["encoder.fc_var.bias"] = conv(2 * h, z, 1)
+        dec = [(z, 2 * h), (2 * h, 2 * h), (2 * h, h)]
+        for i, (a, b) in zip((0, 2, 4), dec, strict=True):
+            s[f"decoder.decoder.{i}.weight"], s[f"decoder.decoder.{i}.bias"] = conv(a, b, 3, True)
+        s["decoder.fc_mu.weight"], s["decoder.fc_mu.bias"] = conv(h, 1, 1)
+        s["decoder.fc_var.weight"], s["decoder.fc_var.bias"] = conv(h, 1, 1)
+    else:  # 5x5
+        enc = [(1, h), (h, h), (h, 2 * h), (2 * h, 2 * h)]
+        for i, (a, b) in zip((0, 2, 4, 6), enc, strict=True):
+            s[f"encoder.features.{i}.weight"], s[f"encoder.features.{i}.bias"] = conv(a, b, 3)
+        s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"] = conv(2 * h, z, 1)
+        s["encoder.fc_sigma.weight"], s["encoder.fc_sigma.bias"] = conv(2 * h, z, 1)
+        s["decoder.decoder.0.weight"], s["decoder.decoder.0.bias"] = conv(z, 2 * h, 1)
+        s["decoder.decoder.2.weight"], s["decoder.decoder.2.bias"] = conv(2 * h, 2 * h, 3, True)
+        s["decoder.decoder.4.weight"], s["decoder.decoder.4.bias"] = conv(2 * h, 2 * h, 3, True)
+        s["decoder.decoder.6.weight"], s["decoder.decoder.6.bias"] = conv(2 * h, h, 1)
+        s["decoder.fc_mu.0.weight"], s["decoder.fc_mu.0.bias"] = conv(h, 1, 1)
+        s["decoder.fc_var.0.weight"], s["decoder.fc_var.0.bias"] = conv(h, 1, 1)
+    return s
+
+
+def _reference_forward(s, k, w, z):
+    """The reference networks written out with functional ops on the reference state dict."""
+    x = w
+    pads = {7: [0, 0, 0], 5: [1, 1, 0, 0]}[k]
+    for i, p in enumerate(pads):
+        x = F.elu(F.conv2d(x, s[f"encoder.features.{2 * i}.weight"],
+                           s[f"encoder.features.{2 * i}.bias"], padding=p))  # fmt: skip
+    var_key = "encoder.fc_var" if k == 7 else "encoder.fc_sigma"
+    e_mu = F.conv2d(x, s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"])
+    e_var = F.softplus(F.conv2d(x, s[f"{var_key}.weight"], s[f"{var_key}.bias"]))
+    y = z
+    if k == 7:
+        for i in (0, 2, 4):
+            y = F.elu(F.conv_transpose2d(y, s[f"decoder.decoder.{i}.weight"],
+                                         s[f"decoder.decoder.{i}.bias"]))  # fmt: skip
+        head = ""
+    else:
+        for i, op in zip((0, 2, 4, 6), (F.conv2d, F.conv_transpose2d, F.conv_transpose2d,
+                                         F.conv2d), strict=True):  # fmt: skip
+            y = F.elu(op(y, s[f"decoder.decoder.{i}.weight"], s[f"decoder.decoder.{i}.bias"]))
+        head = ".0"
+    d_mu = F.conv2d(y, s[f"decoder.fc_mu{head}.weight"], s[f"decoder.fc_mu{head}.bias"])
+    d_var = F.softplus(F.conv2d(y, s[f"decoder.fc_var{head}.weight"],
+                                s[f"decoder.fc_var{head}.bias"]))  # fmt: skip
+    return e_mu, e_var, d_mu, d_var
+
+
+def _write_reference(folder, k, z, h, var="train"):
+    folder.mkdir(parents=True)
+    state = _reference_state(k, z, h)
+    torch.save(state, folder / "vae_params.torch")
+    params = {"kernel_dim": k, "z_dim": z, "hidden_dim": h, "var": var, "batch_size": 128,
+              "num_epochs": 300, "lr": 0.001}  # fmt: skip
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return state
+
+
+@pytest.mark.parametrize(("k", "z", "h"), [(7, 2, 32), (5, 4, 64)])
+def test_import_reference_gives_same_outputs(tmp_path, k, z, h):
+    state = _write_reference(tmp_path / "ref", k, z, h)
+    vae, info = import_reference_prior(tmp_path / "ref", tmp_path / "native")
+    assert info["reference_params"]["kernel_dim"] == k
+    loaded, _ = load_prior(tmp_path / "native")
+    w = torch.randn(4, 1, k, k)
+    zz = torch.randn(4, z, 1, 1)
+    e_mu, e_var, d_mu, d_var = _reference_forward(state, k, w, zz)
+    for model in (vae, loaded):
+        mu, var = model.encode(w)
+        torch.testing.assert_close(mu, e_mu)
+        torch.testing.assert_close(var, e_var)
+        x_mu, x_var = model.decode(zz)
+        torch.testing.assert_close(x_mu, d_mu)
+        torch.testing.assert_close(x_var, d_var)
+
+
+def test_import_errors(tmp_path):
+    with pytest.raises(DWPError, match=r"missing params\.yaml, vae_params\.torch"):
+        import_reference_prior(tmp_path, tmp_path / "out")
+    _write_reference(tmp_path / "fixed", 5, 4, 64, var="0.001")
+    with pytest.raises(DWPError, match="fixed decoder variance"):
+        import_reference_prior(tmp_path / "fixed", tmp_path / "out")
+    ref = tmp_path / "wrong"
+    _write_reference(ref, 7, 2, 32)
+    (ref / "params.yaml").write_text(yaml.safe_dump({"kernel_dim": 7, "z_dim": 2,
+                                                     "hidden_dim": 16}))  # fmt: skip
+    with pytest.raises(DWPError, match="does not match a 7x7 VAE with z_dim 2, hidden_dim 16"):
+        import_reference_prior(ref, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_prior_iw_key():
+    vae = KernelVAE(default_vae_config(3))
+    res = evaluate_prior(vae, torch.randn(10, 1, 3, 3) * 0.1, samples=2, iw_samples=5)
+    assert set(res) >= {"elbo_per_kernel", "iw_log_likelihood_per_kernel", "n_kernels"}
+    assert np.isfinite(res["elbo_per_kernel"])
