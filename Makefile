@@ -15,10 +15,25 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 setup: $(STAMP)
 
+# The quick configuration of the pipeline: 10 source nets of width 64/128 for 3 epochs on 10000
+# rendered letters, their kernels, a prior per layer (the 5x5 one on 20000 kernels, few epochs).
 quick: $(STAMP)
 	$(DWP) data list
 	$(DWP) data preview letters --out $(OUT)/letters.png
 	$(DWP) data preview mnist5k --out $(OUT)/mnist5k.png
+	$(DWP) source train --dataset letters --nets 10 --hidden 64 128 --epochs 3 --n-train 10000 \
+		--out $(OUT)/source
+	$(DWP) kernels extract --source $(OUT)/source --out $(OUT)/kernels --max-kernels 20000
+	$(DWP) kernels preview $(OUT)/kernels --out $(OUT)/kernels.png
+	$(DWP) prior train --kernels $(OUT)/kernels/conv1 --out $(OUT)/prior-conv1 --epochs 100 --min-steps 0
+	$(DWP) prior train --kernels $(OUT)/kernels/conv2 --out $(OUT)/prior-conv2 --epochs 5 --min-steps 0
+	$(DWP) prior eval --prior $(OUT)/prior-conv1 --kernels $(OUT)/kernels/conv1/test.npy \
+		> $(OUT)/prior-conv1/eval.json
+	$(DWP) prior eval --prior $(OUT)/prior-conv2 --kernels $(OUT)/kernels/conv2/test.npy \
+		--iw-samples 50 > $(OUT)/prior-conv2/eval.json
+	$(DWP) prior sample --prior $(OUT)/prior-conv1 --out $(OUT)/prior-conv1.png
+	$(DWP) prior sample --prior $(OUT)/prior-conv2 --out $(OUT)/prior-conv2.png
+	@cat $(OUT)/prior-conv1/eval.json $(OUT)/prior-conv2/eval.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q

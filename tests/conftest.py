@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
 from dwp.data.readers import write_idx
 
@@ -32,3 +34,48 @@ def make_idx_set(folder: Path, n_train=30, n_test=20, classes=10, gz=True, seed=
         write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", y)
         arrays[prefix] = (x, y)
     return arrays
+
+
+def reference_state(k: int, z: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the reference implementation's key names and shapes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def conv(cin, cout, ks, transposed=False):
+        shape = (cin, cout, ks, ks) if transposed else (cout, cin, ks, ks)
+        return torch.randn(shape, generator=g) * 0.3, torch.randn(cout, generator=g) * 0.1
+
+    s = {}
+    if k == 7:
+        enc = [(1, h), (h, 2 * h), (2 * h, 2 * h)]
+        for i, (a, b) in zip((0, 2, 4), enc, strict=True):
+            s[f"encoder.features.{i}.weight"], s[f"encoder.features.{i}.bias"] = conv(a, b, 3)
+        s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"] = conv(2 * h, z, 1)
+        s["encoder.fc_var.weight"], s["encoder.fc_var.bias"] = conv(2 * h, z, 1)
+        dec = [(z, 2 * h), (2 * h, 2 * h), (2 * h, h)]
+        for i, (a, b) in zip((0, 2, 4), dec, strict=True):
+            s[f"decoder.decoder.{i}.weight"], s[f"decoder.decoder.{i}.bias"] = conv(a, b, 3, True)
+        s["decoder.fc_mu.weight"], s["decoder.fc_mu.bias"] = conv(h, 1, 1)
+        s["decoder.fc_var.weight"], s["decoder.fc_var.bias"] = conv(h, 1, 1)
+    else:  # 5x5
+        enc = [(1, h), (h, h), (h, 2 * h), (2 * h, 2 * h)]
+        for i, (a, b) in zip((0, 2, 4, 6), enc, strict=True):
+            s[f"encoder.features.{i}.weight"], s[f"encoder.features.{i}.bias"] = conv(a, b, 3)
+        s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"] = conv(2 * h, z, 1)
+        s["encoder.fc_sigma.weight"], s["encoder.fc_sigma.bias"] = conv(2 * h, z, 1)
+        s["decoder.decoder.0.weight"], s["decoder.decoder.0.bias"] = conv(z, 2 * h, 1)
+        s["decoder.decoder.2.weight"], s["decoder.decoder.2.bias"] = conv(2 * h, 2 * h, 3, True)
+        s["decoder.decoder.4.weight"], s["decoder.decoder.4.bias"] = conv(2 * h, 2 * h, 3, True)
+        s["decoder.decoder.6.weight"], s["decoder.decoder.6.bias"] = conv(2 * h, h, 1)
+        s["decoder.fc_mu.0.weight"], s["decoder.fc_mu.0.bias"] = conv(h, 1, 1)
+        s["decoder.fc_var.0.weight"], s["decoder.fc_var.0.bias"] = conv(h, 1, 1)
+    return s
+
+
+def write_reference(folder, k, z, h, var="train"):
+    folder.mkdir(parents=True)
+    state = reference_state(k, z, h)
+    torch.save(state, folder / "vae_params.torch")
+    params = {"kernel_dim": k, "z_dim": z, "hidden_dim": h, "var": var, "batch_size": 128,
+              "num_epochs": 300, "lr": 0.001}  # fmt: skip
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return state

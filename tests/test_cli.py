@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer
 from PIL import Image
 
 from dwp.cli import app, main
 
-from conftest import make_idx_set
+from conftest import make_idx_set, write_reference
 
 # Each command path of the CLI, and the test that exercises it. A new command without an entry
 # here fails test_every_command_is_smoke_tested.
 SMOKE_TESTED = {
     ("data", "list"): "test_data_list",
     ("data", "preview"): "test_data_preview_mnist",
+    ("source", "train"): "test_source_train",
+    ("kernels", "extract"): "test_kernels_extract",
+    ("kernels", "preview"): "test_kernels_preview",
+    ("prior", "train"): "test_prior_train",
+    ("prior", "eval"): "test_prior_eval",
+    ("prior", "sample"): "test_prior_sample",
+    ("prior", "import"): "test_prior_import",
 }
 
 
@@ -109,3 +118,136 @@ def test_preview_embedded_digits(tmp_path, args):
     out = tmp_path / "m.png"
     assert main([*args, "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 100
+
+
+# ----------------------------------------------------------------------------- the pipeline
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Tiny source -> kernels -> prior run through the CLI, shared by the tests below."""
+    root = tmp_path_factory.mktemp("pipe")
+    make_idx_set(root / "data", n_train=60, n_test=20)
+    paths = {"root": root, "source": root / "source", "kernels": root / "kernels",
+             "prior": root / "prior7"}  # fmt: skip
+    args = ["source", "train", "--dataset", "mnist", "--data-root", str(root / "data"),
+            "--nets", "3", "--hidden", "4", "8", "--epochs", "1", "--batch-size", "32",
+            "--out", str(paths["source"]), "--device", "cpu"]  # fmt: skip
+    paths["source_args"] = args
+    assert main(args) == 0
+    assert main(["kernels", "extract", "--source", str(paths["source"]),
+                 "--out", str(paths["kernels"]), "--min-norm", "0"]) == 0  # fmt: skip
+    conv1 = str(paths["kernels"] / "conv1")
+    assert main(["prior", "train", "--kernels", conv1, "--out", str(paths["prior"]),
+                 "--epochs", "2", "--min-steps", "0", "--device", "cpu"]) == 0  # fmt: skip
+    return paths
+
+
+def test_source_train(pipeline, capsys):
+    nets = sorted(pipeline["source"].glob("net-*.pt"))
+    assert [p.name for p in nets] == ["net-000.pt", "net-001.pt", "net-002.pt"]
+    ckpt = torch.load(nets[1], weights_only=True)
+    assert ckpt["seed"] == 1 and 0 <= ckpt["metrics"]["test_acc"] <= 1
+    assert ckpt["state_dict"]["conv1.weight"].shape == (4, 1, 7, 7)
+    before = [p.stat().st_mtime_ns for p in nets]
+    capsys.readouterr()
+    assert main(pipeline["source_args"]) == 0  # a re-run skips the finished nets
+    assert [p.stat().st_mtime_ns for p in nets] == before
+    assert "3 nets in" in capsys.readouterr().out
+    changed = [*pipeline["source_args"]]
+    changed[changed.index("--epochs") + 1] = "2"
+    assert main(changed) == 2
+    assert "another config (differs in epochs)" in capsys.readouterr().err
+
+
+def test_kernels_extract(pipeline):
+    k = pipeline["kernels"]
+    train, test = np.load(k / "conv1" / "train.npy"), np.load(k / "conv1" / "test.npy")
+    # 3 nets: 2 train, 1 test; conv1 has 4 x 1 slices of 7x7 per net
+    assert train.shape == (8, 1, 7, 7) and test.shape == (4, 1, 7, 7) and train.dtype == np.float32
+    assert np.load(k / "conv2" / "train.npy").shape == (2 * 32, 1, 5, 5)
+    stats = json.loads((k / "stats.json").read_text())
+    assert stats["layers"]["conv1"]["train"] == {"before": 8, "after_pruning": 8, "written": 8}
+    # the test kernels are the last net's
+    last = torch.load(pipeline["source"] / "net-002.pt", weights_only=True)
+    np.testing.assert_array_equal(test, last["state_dict"]["conv1.weight"].numpy())
+
+
+def test_kernels_extract_nothing_left(pipeline, tmp_path, capsys):
+    code = main(["kernels", "extract", "--source", str(pipeline["source"]), "--out",
+                 str(tmp_path / "k"), "--min-norm", "1000"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "have norm below --min-norm 1000" in err and err.count("\n") == 1
+
+
+def test_kernels_extract_missing_source(tmp_path, capsys):
+    assert (
+        main(["kernels", "extract", "--source", str(tmp_path), "--out", str(tmp_path / "k")]) == 2
+    )
+    assert "no source nets" in capsys.readouterr().err
+
+
+def test_kernels_preview(pipeline, tmp_path):
+    out = tmp_path / "k.png"
+    assert main(["kernels", "preview", str(pipeline["kernels"]), "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 300
+
+
+def test_prior_train(pipeline):
+    meta = json.loads((pipeline["prior"] / "prior.json").read_text())
+    assert meta["vae"] == {"kernel_size": 7, "z_dim": 2, "hidden": 32}
+    assert meta["kernel_stats"]["train"]["count"] == 8
+    assert "elbo_per_kernel" in meta["metrics"]["test"]
+    lines = (pipeline["prior"] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    assert "test_elbo_per_kernel" in json.loads(lines[-1])
+
+
+def test_prior_eval(pipeline, capsys):
+    capsys.readouterr()
+    test_file = pipeline["kernels"] / "conv1" / "test.npy"
+    assert main(["prior", "eval", "--prior", str(pipeline["prior"]), "--kernels",
+                 str(test_file), "--iw-samples", "20", "--device", "cpu"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert res["n_kernels"] == 4 and np.isfinite(res["elbo_per_kernel"])
+    assert res["iw_log_likelihood_per_kernel"] > res["elbo_per_kernel"] - 5
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((3, 1, 5, 5), np.float32), "holds 5x5 kernels, expected 7x7"),
+        (np.zeros((3, 7, 7), np.float32), "expected kernels of shape (N, 1, k, k)"),
+        (np.zeros((3, 1, 7, 7), np.int64), "expected floating-point kernels"),
+        (np.full((3, 1, 7, 7), np.nan, np.float32), "3 kernels contain NaN or inf"),
+    ],
+)
+def test_prior_eval_bad_kernels(pipeline, tmp_path, capsys, array, message):
+    path = tmp_path / "k.npy"
+    np.save(path, array)
+    code = main(["prior", "eval", "--prior", str(pipeline["prior"]), "--kernels", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_prior_eval_incomplete_prior(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "k.npy", np.zeros((2, 1, 7, 7), np.float32))
+    code = main(["prior", "eval", "--prior", str(tmp_path / "p"), "--kernels",
+                 str(tmp_path / "k.npy")])  # fmt: skip
+    assert code == 2 and "incomplete: missing prior.json, weights.pt" in capsys.readouterr().err
+
+
+def test_prior_sample(pipeline, tmp_path):
+    out = tmp_path / "s.png"
+    assert main(["prior", "sample", "--prior", str(pipeline["prior"]), "--out", str(out),
+                 "--n", "16"]) == 0  # fmt: skip
+    assert Image.open(out).size[0] > 300
+    assert Image.open(tmp_path / "s_latent.png").size[0] > 300  # z = 2: the latent grid
+
+
+def test_prior_import(tmp_path, capsys):
+    write_reference(tmp_path / "ref", 7, 2, 32)
+    assert main(["prior", "import", str(tmp_path / "ref"), "--out", str(tmp_path / "p")]) == 0
+    assert "imported 7x7 prior" in capsys.readouterr().out
+    np.save(tmp_path / "k.npy", np.random.default_rng(0).normal(size=(5, 1, 7, 7)) * 0.1)
+    assert main(["prior", "eval", "--prior", str(tmp_path / "p"), "--kernels",
+                 str(tmp_path / "k.npy"), "--iw-samples", "0"]) == 0  # fmt: skip

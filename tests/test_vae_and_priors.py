@@ -21,6 +21,8 @@ from dwp.priors import (
 )
 from dwp.train.prior import PriorTrainConfig, evaluate_prior, train_prior
 
+from conftest import write_reference
+
 torch.set_default_dtype(torch.float32)
 
 
@@ -141,7 +143,7 @@ def test_training_improves_test_elbo():
     torch.manual_seed(0)
     vae = KernelVAE(default_vae_config(7))
     before = evaluate_prior(vae, test, samples=5)["elbo_per_kernel"]
-    history = train_prior(vae, train, test, PriorTrainConfig(epochs=30, batch_size=64))
+    history = train_prior(vae, train, test, PriorTrainConfig(epochs=30, batch_size=64, min_steps=0))
     after = evaluate_prior(vae, test, samples=5)["elbo_per_kernel"]
     assert len(history) == 30 and history[-1]["lr"] == 0.0
     assert after > before + 40 and after > 0  # from a vague density to a sharp one
@@ -174,41 +176,6 @@ def test_load_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- reference import
-def _reference_state(k: int, z: int, h: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with exactly the reference implementation's key names and shapes."""
-    g = torch.Generator().manual_seed(seed)
-
-    def conv(cin, cout, ks, transposed=False):
-        shape = (cin, cout, ks, ks) if transposed else (cout, cin, ks, ks)
-        return torch.randn(shape, generator=g) * 0.3, torch.randn(cout, generator=g) * 0.1
-
-    s = {}
-    if k == 7:
-        enc = [(1, h), (h, 2 * h), (2 * h, 2 * h)]
-        for i, (a, b) in zip((0, 2, 4), enc, strict=True):
-            s[f"encoder.features.{i}.weight"], s[f"encoder.features.{i}.bias"] = conv(a, b, 3)
-        s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"] = conv(2 * h, z, 1)
-        s["encoder.fc_var.weight"], s["encoder.fc_var.bias"] = conv(2 * h, z, 1)
-        dec = [(z, 2 * h), (2 * h, 2 * h), (2 * h, h)]
-        for i, (a, b) in zip((0, 2, 4), dec, strict=True):
-            s[f"decoder.decoder.{i}.weight"], s[f"decoder.decoder.{i}.bias"] = conv(a, b, 3, True)
-        s["decoder.fc_mu.weight"], s["decoder.fc_mu.bias"] = conv(h, 1, 1)
-        s["decoder.fc_var.weight"], s["decoder.fc_var.bias"] = conv(h, 1, 1)
-    else:  # 5x5
-        enc = [(1, h), (h, h), (h, 2 * h), (2 * h, 2 * h)]
-        for i, (a, b) in zip((0, 2, 4, 6), enc, strict=True):
-            s[f"encoder.features.{i}.weight"], s[f"encoder.features.{i}.bias"] = conv(a, b, 3)
-        s["encoder.fc_mu.weight"], s["encoder.fc_mu.bias"] = conv(2 * h, z, 1)
-        s["encoder.fc_sigma.weight"], s["encoder.fc_sigma.bias"] = conv(2 * h, z, 1)
-        s["decoder.decoder.0.weight"], s["decoder.decoder.0.bias"] = conv(z, 2 * h, 1)
-        s["decoder.decoder.2.weight"], s["decoder.decoder.2.bias"] = conv(2 * h, 2 * h, 3, True)
-        s["decoder.decoder.4.weight"], s["decoder.decoder.4.bias"] = conv(2 * h, 2 * h, 3, True)
-        s["decoder.decoder.6.weight"], s["decoder.decoder.6.bias"] = conv(2 * h, h, 1)
-        s["decoder.fc_mu.0.weight"], s["decoder.fc_mu.0.bias"] = conv(h, 1, 1)
-        s["decoder.fc_var.0.weight"], s["decoder.fc_var.0.bias"] = conv(h, 1, 1)
-    return s
-
-
 def _reference_forward(s, k, w, z):
     """The reference networks written out with functional ops on the reference state dict."""
     x = w
@@ -236,19 +203,9 @@ def _reference_forward(s, k, w, z):
     return e_mu, e_var, d_mu, d_var
 
 
-def _write_reference(folder, k, z, h, var="train"):
-    folder.mkdir(parents=True)
-    state = _reference_state(k, z, h)
-    torch.save(state, folder / "vae_params.torch")
-    params = {"kernel_dim": k, "z_dim": z, "hidden_dim": h, "var": var, "batch_size": 128,
-              "num_epochs": 300, "lr": 0.001}  # fmt: skip
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    return state
-
-
 @pytest.mark.parametrize(("k", "z", "h"), [(7, 2, 32), (5, 4, 64)])
 def test_import_reference_gives_same_outputs(tmp_path, k, z, h):
-    state = _write_reference(tmp_path / "ref", k, z, h)
+    state = write_reference(tmp_path / "ref", k, z, h)
     vae, info = import_reference_prior(tmp_path / "ref", tmp_path / "native")
     assert info["reference_params"]["kernel_dim"] == k
     loaded, _ = load_prior(tmp_path / "native")
@@ -267,11 +224,11 @@ def test_import_reference_gives_same_outputs(tmp_path, k, z, h):
 def test_import_errors(tmp_path):
     with pytest.raises(DWPError, match=r"missing params\.yaml, vae_params\.torch"):
         import_reference_prior(tmp_path, tmp_path / "out")
-    _write_reference(tmp_path / "fixed", 5, 4, 64, var="0.001")
+    write_reference(tmp_path / "fixed", 5, 4, 64, var="0.001")
     with pytest.raises(DWPError, match="fixed decoder variance"):
         import_reference_prior(tmp_path / "fixed", tmp_path / "out")
     ref = tmp_path / "wrong"
-    _write_reference(ref, 7, 2, 32)
+    write_reference(ref, 7, 2, 32)
     (ref / "params.yaml").write_text(yaml.safe_dump({"kernel_dim": 7, "z_dim": 2,
                                                      "hidden_dim": 16}))  # fmt: skip
     with pytest.raises(DWPError, match="does not match a 7x7 VAE with z_dim 2, hidden_dim 16"):
@@ -284,3 +241,13 @@ def test_evaluate_prior_iw_key():
     res = evaluate_prior(vae, torch.randn(10, 1, 3, 3) * 0.1, samples=2, iw_samples=5)
     assert set(res) >= {"elbo_per_kernel", "iw_log_likelihood_per_kernel", "n_kernels"}
     assert np.isfinite(res["elbo_per_kernel"])
+
+
+def test_min_steps_extends_small_sets_only():
+    cfg = PriorTrainConfig(epochs=300, batch_size=128, min_steps=20000)
+    assert cfg.epochs_for(1769) == 1429  # 14 steps per epoch
+    assert cfg.epochs_for(100000) == 300
+    assert PriorTrainConfig(min_steps=0).epochs_for(10) == 300
+    vae = KernelVAE(default_vae_config(3))
+    hist = train_prior(vae, torch.randn(20, 1, 3, 3), None, PriorTrainConfig(2, 10, min_steps=7))
+    assert len(hist) == 4  # 2 steps per epoch -> 4 epochs for 7 steps

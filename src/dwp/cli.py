@@ -292,7 +292,15 @@ def prior_train(
             help="Hidden width h (default: 32 for 7x7, 64 for 5x5, 32 for 3x3).", show_default=False
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 300,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper's 300).")] = 300,
+    min_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Run more epochs than --epochs where these would take fewer optimisation "
+            "steps (small kernel sets); 0: exactly --epochs.",
+        ),
+    ] = 20000,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and z draws.")] = 0,
@@ -310,7 +318,9 @@ def prior_train(
 
     train_k, test_k = _kernels_from_dir(kernels)
     vae_cfg = default_vae_config(train_k.shape[-1], z_dim, hidden)
-    cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = PriorTrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, min_steps=min_steps
+    )
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -319,7 +329,8 @@ def prior_train(
     train_t = torch.from_numpy(train_k)
     test_t = torch.from_numpy(test_k) if test_k is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    bar = _bar(epochs, f"prior {vae_cfg.kernel_size}x{vae_cfg.kernel_size}", unit="epoch")
+    k = vae_cfg.kernel_size
+    bar = _bar(cfg.epochs_for(len(train_k)), f"prior {k}x{k}", unit="epoch")
     log_path = out / "metrics.jsonl"
     log_path.unlink(missing_ok=True)
 

@@ -89,8 +89,7 @@ def draw_kernels(ax, kernels: np.ndarray, cols: int, title: str, vmax: float | N
     blue < 0); returns the colour scale used."""
     if vmax is None:
         vmax = float(np.quantile(np.abs(kernels), 0.99)) or 1.0
-    cmap = plt.get_cmap("RdBu_r").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
     ax.imshow(_mosaic(kernels, cols), cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")

@@ -20,18 +20,31 @@ __all__ = ["PriorTrainConfig", "evaluate_prior", "train_prior"]
 
 @dataclass
 class PriorTrainConfig:
-    """How to train a kernel VAE."""
+    """How to train a kernel VAE.
+
+    ``min_steps``: small kernel sets get more epochs than ``epochs`` so that training takes at
+    least this many optimisation steps (see :meth:`epochs_for`); 0 keeps exactly ``epochs``.
+    """
 
     epochs: int = 300
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
+    min_steps: int = 20000
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.min_steps < 0:
             raise DWPError(
-                f"invalid prior training config {self}: epochs, batch size, lr must be > 0"
+                f"invalid prior training config {self}: epochs, batch size, lr must be > 0 "
+                "and min_steps >= 0"
             )
+
+    def epochs_for(self, n: int) -> int:
+        """Epochs to run on ``n`` kernels: ``epochs``, or more if ``epochs`` epochs would take
+        fewer than ``min_steps`` steps. The paper's 300 epochs of 1769 kernels are only 4200
+        steps, and the test ELBO is still rising when the learning rate reaches 0."""
+        steps_per_epoch = -(-n // self.batch_size)
+        return max(self.epochs, -(-self.min_steps // steps_per_epoch))
 
 
 @torch.no_grad()
@@ -71,7 +84,8 @@ def train_prior(
     config: PriorTrainConfig,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Train ``vae`` in place on kernels ``train`` (N, 1, k, k); returns one dict per epoch with
+    """Train ``vae`` in place on kernels ``train`` (N, 1, k, k) for ``config.epochs_for(N)``
+    epochs; returns one dict per epoch with
     the train ELBO per kernel (mean over the epoch's batches, as the reference logs it) and the
     test ELBO per kernel (one sample of z per kernel, fixed seed)."""
     device = next(vae.parameters()).device
@@ -80,12 +94,13 @@ def train_prior(
     gen = torch.Generator(device=device).manual_seed(config.seed)
     order_gen = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
-    total = steps_per_epoch * config.epochs
+    epochs = config.epochs_for(n)
+    total = steps_per_epoch * epochs
     opt = torch.optim.Adam(vae.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total)
     history = []
     t0 = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         vae.train()
         elbo_sum = torch.zeros((), device=device, dtype=torch.float64)
         order = torch.randperm(n, generator=order_gen).to(device)
