@@ -193,7 +193,11 @@ def test_kernels_preview(pipeline, tmp_path):
 
 def test_prior_train(pipeline):
     meta = json.loads((pipeline["prior"] / "prior.json").read_text())
-    assert meta["vae"] == {"kernel_size": 7, "z_dim": 2, "hidden": 32}
+    train = np.load(pipeline["kernels"] / "conv1" / "train.npy").astype(np.float64)
+    rms = np.sqrt((train**2).mean())
+    assert meta["vae"] == {"kernel_size": 7, "z_dim": 2, "hidden": 32,
+                           "scale": pytest.approx(rms, rel=1e-6)}  # fmt: skip
+    assert meta["training"]["recipe"] == "dwp" and meta["training"]["standardize"] is True
     assert meta["kernel_stats"]["train"]["count"] == 8
     assert "elbo_per_kernel" in meta["metrics"]["test"]
     lines = (pipeline["prior"] / "metrics.jsonl").read_text().splitlines()
@@ -251,3 +255,12 @@ def test_prior_import(tmp_path, capsys):
     np.save(tmp_path / "k.npy", np.random.default_rng(0).normal(size=(5, 1, 7, 7)) * 0.1)
     assert main(["prior", "eval", "--prior", str(tmp_path / "p"), "--kernels",
                  str(tmp_path / "k.npy"), "--iw-samples", "0"]) == 0  # fmt: skip
+
+
+def test_prior_train_paper_recipe(pipeline, tmp_path):
+    out = tmp_path / "paper"
+    assert main(["prior", "train", "--kernels", str(pipeline["kernels"] / "conv1"), "--out",
+                 str(out), "--recipe", "paper", "--epochs", "1"]) == 0  # fmt: skip
+    meta = json.loads((out / "prior.json").read_text())
+    assert meta["vae"]["scale"] == 1.0 and meta["training"]["min_steps"] == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1

@@ -19,7 +19,8 @@ from dwp.priors import (
     load_prior,
     save_prior,
 )
-from dwp.train.prior import PriorTrainConfig, evaluate_prior, train_prior
+from dwp.recipes import Recipe
+from dwp.train.prior import PriorTrainConfig, evaluate_prior, split_validation, train_prior
 
 from conftest import write_reference
 
@@ -251,3 +252,54 @@ def test_min_steps_extends_small_sets_only():
     vae = KernelVAE(default_vae_config(3))
     hist = train_prior(vae, torch.randn(20, 1, 3, 3), None, PriorTrainConfig(2, 10, min_steps=7))
     assert len(hist) == 4  # 2 steps per epoch -> 4 epochs for 7 steps
+
+
+def test_scale_is_an_exact_change_of_variables():
+    torch.manual_seed(3)
+    s = 0.05
+    scaled = KernelVAE(VAEConfig(7, 2, 8, scale=s)).double()
+    plain = KernelVAE(VAEConfig(7, 2, 8)).double()
+    plain.load_state_dict(scaled.state_dict())
+    w = torch.randn(6, 1, 7, 7, dtype=torch.float64) * s
+    shift = 49 * math.log(s)
+    torch.testing.assert_close(
+        scaled.elbo(w, torch.Generator().manual_seed(1)),
+        plain.elbo(w / s, torch.Generator().manual_seed(1)) - shift,
+    )
+    torch.testing.assert_close(
+        scaled.iw_log_likelihood(w, 30, torch.Generator().manual_seed(2)),
+        plain.iw_log_likelihood(w / s, 30, torch.Generator().manual_seed(2)) - shift,
+    )
+    gen = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(scaled.sample(4, gen), plain.sample(4, gen.manual_seed(0)) * s)
+    with pytest.raises(DWPError, match="positive number"):
+        VAEConfig(7, 2, 8, scale=0.0)
+
+
+def test_split_validation():
+    fit, val = split_validation(300, 0.1, seed=0)
+    assert len(val) == 30 and len(fit) == 270 and not set(fit.tolist()) & set(val.tolist())
+    assert len(split_validation(100, 0.1, 0)[1]) == 0  # fewer than 20 held out: none
+    assert len(split_validation(300, 0.0, 0)[1]) == 0
+
+
+def test_best_epoch_on_validation_is_kept():
+    gen = torch.Generator().manual_seed(0)
+    kernels = torch.randn(400, 1, 3, 3, generator=gen) * 0.1
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(3))
+    cfg = PriorTrainConfig(epochs=6, batch_size=50, min_steps=0, val_fraction=0.1)
+    history = train_prior(vae, kernels, None, cfg)
+    best = [r for r in history if r.get("best")]
+    assert len(best) == 1
+    assert best[0]["val_elbo_per_kernel"] == max(r["val_elbo_per_kernel"] for r in history)
+    _, val_idx = split_validation(400, 0.1, 0)
+    again = evaluate_prior(vae, kernels[val_idx], samples=4, seed=0)["elbo_per_kernel"]
+    assert again == pytest.approx(best[0]["val_elbo_per_kernel"], rel=1e-6)
+
+
+def test_recipes():
+    assert Recipe("paper").settings() == {"standardize": False, "min_steps": 0, "val_fraction": 0.0}
+    assert Recipe.dwp.settings()["standardize"] is True
+    with pytest.raises(ValueError):
+        Recipe("fast")

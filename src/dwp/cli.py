@@ -15,6 +15,7 @@ import typer
 
 import dwp
 from dwp.errors import DWPError
+from dwp.recipes import Recipe
 
 app = typer.Typer(
     help="The Deep Weight Prior: learned kernel priors for Bayesian CNNs.",
@@ -293,14 +294,39 @@ def prior_train(
         ),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper's 300).")] = 300,
+    recipe: Annotated[
+        Recipe,
+        typer.Option(
+            help="dwp: standardised kernels, >= 20000 steps, best epoch on 10% held-out kernels; "
+            "paper: raw kernels, exactly --epochs, last epoch. The three options below override."
+        ),
+    ] = Recipe.dwp,
     min_steps: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Run more epochs than --epochs where these would take fewer optimisation "
             "steps (small kernel sets); 0: exactly --epochs.",
+            show_default=False,
         ),
-    ] = 20000,
+    ] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of training kernels held out to pick the best epoch (0: none).",
+            show_default=False,
+        ),
+    ] = None,
+    standardize: Annotated[
+        bool | None,
+        typer.Option(
+            "--standardize/--no-standardize",
+            help="Model kernels divided by their RMS (densities stay over the raw kernels).",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and z draws.")] = 0,
@@ -314,23 +340,36 @@ def prior_train(
 
     from dwp.device import resolve_device
     from dwp.priors import KernelVAE, default_vae_config, kernel_summary, save_prior
-    from dwp.train.prior import PriorTrainConfig, evaluate_prior, train_prior
+    from dwp.train.prior import (
+        PriorTrainConfig,
+        evaluate_prior,
+        kernel_rms,
+        split_validation,
+        train_prior,
+    )
 
     train_k, test_k = _kernels_from_dir(kernels)
-    vae_cfg = default_vae_config(train_k.shape[-1], z_dim, hidden)
-    cfg = PriorTrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, min_steps=min_steps
-    )
+    settings = recipe.settings()
+    for key, value in (("min_steps", min_steps), ("val_fraction", val_fraction),
+                       ("standardize", standardize)):  # fmt: skip
+        if value is not None:
+            settings[key] = value
+    train_t = torch.from_numpy(train_k)
+    test_t = torch.from_numpy(test_k) if test_k is not None else None
+    scale = kernel_rms(train_t) if settings["standardize"] else 1.0
+    vae_cfg = default_vae_config(train_k.shape[-1], z_dim, hidden, scale)
+    cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           min_steps=settings["min_steps"],
+                           val_fraction=settings["val_fraction"])  # fmt: skip
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = KernelVAE(vae_cfg)
     vae.to(dev)
-    train_t = torch.from_numpy(train_k)
-    test_t = torch.from_numpy(test_k) if test_k is not None else None
     out.mkdir(parents=True, exist_ok=True)
     k = vae_cfg.kernel_size
-    bar = _bar(cfg.epochs_for(len(train_k)), f"prior {k}x{k}", unit="epoch")
+    n_fit = len(train_k) - len(split_validation(len(train_k), cfg.val_fraction, seed)[1])
+    bar = _bar(cfg.epochs_for(n_fit), f"prior {k}x{k}", unit="epoch")
     log_path = out / "metrics.jsonl"
     log_path.unlink(missing_ok=True)
 
@@ -345,6 +384,7 @@ def prior_train(
 
     history = train_prior(vae, train_t, test_t, cfg, on_epoch)
     bar.close()
+    best = next((r["epoch"] for r in history if r.get("best")), None)
     final = {"train": evaluate_prior(vae, train_t, samples=10, seed=seed)}
     if test_t is not None:
         final["test"] = evaluate_prior(vae, test_t, samples=10, seed=seed)
@@ -353,6 +393,10 @@ def prior_train(
         out,
         training={
             **cfg.__dict__,
+            "recipe": recipe.value,
+            "standardize": settings["standardize"],
+            "best_epoch": best,
+            "epochs_run": len(history),
             "kernels": str(kernels.resolve()),
             "seconds": history[-1]["seconds"],
             "device": str(dev),
@@ -369,6 +413,8 @@ def prior_train(
     msg += f" -> {out}: train ELBO {final['train']['elbo_per_kernel']:.2f}"
     if "test" in final:
         msg += f", test ELBO {final['test']['elbo_per_kernel']:.2f}"
+    if best is not None:
+        msg += f" (weights of epoch {best} of {len(history)}, best on held-out kernels)"
     typer.echo(msg + f" nats/kernel ({history[-1]['seconds']:.0f}s)")
 
 

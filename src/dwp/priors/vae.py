@@ -48,11 +48,19 @@ _DEFAULTS = {7: (2, 32), 5: (4, 64), 3: (2, 32)}
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Architecture of a kernel VAE."""
+    """Architecture of a kernel VAE.
+
+    ``scale`` is a fixed kernel scale s: the networks model w / s, and the decoder's mean and
+    variance are mapped back (times s and s^2), so every density is over w itself:
+    log p(w) = log p_net(w / s) - k^2 log s, exactly. With s near the kernels' RMS the networks
+    see unit-scale inputs whatever the layer's kernel scale, which makes training far less
+    sensitive to it. s = 1 is the paper's (and the reference implementation's) VAE.
+    """
 
     kernel_size: int
     z_dim: int
     hidden: int
+    scale: float = 1.0
 
     def __post_init__(self):
         if self.kernel_size not in ARCHITECTURES:
@@ -63,18 +71,22 @@ class VAEConfig:
             )
         if self.z_dim < 1 or self.hidden < 1:
             raise DWPError(f"z_dim and hidden must be >= 1, got {self.z_dim}, {self.hidden}")
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise DWPError(f"kernel scale must be a positive number, got {self.scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def default_vae_config(kernel_size: int, z_dim: int | None = None, hidden: int | None = None):
+def default_vae_config(
+    kernel_size: int, z_dim: int | None = None, hidden: int | None = None, scale: float = 1.0
+) -> VAEConfig:
     """The paper's configuration for ``kernel_size`` (7: z 2, h 32; 5: z 4, h 64; 3: z 2, h 32),
     with ``z_dim`` / ``hidden`` overriding it when given."""
     if kernel_size not in _DEFAULTS:
         VAEConfig(kernel_size, 1, 1)  # raises the error naming the available sizes
     z0, h0 = _DEFAULTS[kernel_size]
-    return VAEConfig(kernel_size, z_dim or z0, hidden or h0)
+    return VAEConfig(kernel_size, z_dim or z0, hidden or h0, scale)
 
 
 def _build(layers, z_dim: int, hidden: int) -> tuple[nn.Sequential, int]:
@@ -141,13 +153,15 @@ class KernelVAE(nn.Module):
     def encode(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of r(z | w), each (N, z_dim, 1, 1)."""
         self._check(w)
-        return self.encoder(w)
+        return self.encoder(w / self.config.scale)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of p(w | z), each (N, 1, k, k); ``z`` is (N, z_dim[, 1, 1])."""
         if z.ndim == 2:
             z = z[:, :, None, None]
-        return self.decoder(z)
+        mu, var = self.decoder(z)
+        s = self.config.scale
+        return mu * s, var * (s * s)
 
     def elbo(
         self, w: torch.Tensor, generator: torch.Generator | None = None, samples: int = 1
@@ -189,10 +203,10 @@ class KernelVAE(nn.Module):
     ) -> torch.Tensor:
         """``n`` kernels from the prior, (n, 1, k, k): decoder means at z ~ N(0, I) (``mean``),
         or draws from p(w | z)."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.z_dim, 1, 1, generator=generator, device=device)
+        p = next(self.parameters())
+        z = torch.randn(n, self.z_dim, 1, 1, generator=generator, device=p.device, dtype=p.dtype)
         x_mu, x_var = self.decode(z)
         if mean:
             return x_mu
-        eps = torch.randn(x_mu.shape, generator=generator, device=device)
+        eps = torch.randn(x_mu.shape, generator=generator, device=p.device, dtype=p.dtype)
         return x_mu + x_var.sqrt() * eps

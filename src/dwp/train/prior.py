@@ -6,6 +6,7 @@ loss = -ELBO summed over the batch with one sample of z per kernel.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,8 +15,21 @@ import torch
 
 from dwp.errors import DWPError
 from dwp.priors.vae import KernelVAE
+from dwp.recipes import Recipe
 
-__all__ = ["PriorTrainConfig", "evaluate_prior", "train_prior"]
+__all__ = [
+    "PriorTrainConfig",
+    "Recipe",
+    "evaluate_prior",
+    "kernel_rms",
+    "split_validation",
+    "train_prior",
+]
+
+
+def kernel_rms(kernels: torch.Tensor) -> float:
+    """Root mean square of all kernel values: the scale the ``dwp`` recipe standardises by."""
+    return float(kernels.double().pow(2).mean().sqrt())
 
 
 @dataclass
@@ -24,6 +38,8 @@ class PriorTrainConfig:
 
     ``min_steps``: small kernel sets get more epochs than ``epochs`` so that training takes at
     least this many optimisation steps (see :meth:`epochs_for`); 0 keeps exactly ``epochs``.
+    ``val_fraction``: share of the training kernels held out to choose the best epoch (0: keep
+    the last epoch's weights and train on all kernels, as the paper did).
     """
 
     epochs: int = 300
@@ -31,8 +47,11 @@ class PriorTrainConfig:
     lr: float = 1e-3
     seed: int = 0
     min_steps: int = 20000
+    val_fraction: float = 0.1
 
     def __post_init__(self):
+        if not 0 <= self.val_fraction < 1:
+            raise DWPError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.min_steps < 0:
             raise DWPError(
                 f"invalid prior training config {self}: epochs, batch size, lr must be > 0 "
@@ -77,6 +96,16 @@ def evaluate_prior(
     return out
 
 
+def split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, validation) of a seeded random split of ``n`` kernels; no validation part
+    when ``fraction`` is 0 or fewer than 20 kernels would remain for it."""
+    n_val = round(fraction * n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))
+    if n_val < 20 or n - n_val < 1:
+        return torch.arange(n), torch.arange(0)
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
 def train_prior(
     vae: KernelVAE,
     train: torch.Tensor,
@@ -85,11 +114,19 @@ def train_prior(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``vae`` in place on kernels ``train`` (N, 1, k, k) for ``config.epochs_for(N)``
-    epochs; returns one dict per epoch with
-    the train ELBO per kernel (mean over the epoch's batches, as the reference logs it) and the
-    test ELBO per kernel (one sample of z per kernel, fixed seed)."""
+    epochs; returns one dict per epoch.
+
+    Each record has the train ELBO per kernel (mean over the epoch's batches, as the reference
+    logs it), the learning rate, and the test ELBO per kernel (one draw of z per kernel) if
+    ``test`` is given. With ``config.val_fraction`` > 0 that fraction of ``train`` is held out:
+    its ELBO (``val_elbo_per_kernel``, the same draws of z every epoch) is logged too, and the
+    weights of the epoch where it was highest are the ones kept (``best`` marks that record).
+    ``test`` never influences training.
+    """
     device = next(vae.parameters()).device
-    train = train.to(device)
+    fit_idx, val_idx = split_validation(len(train), config.val_fraction, config.seed)
+    val = train[val_idx].to(device) if len(val_idx) else None
+    train = train[fit_idx].to(device)
     n = len(train)
     gen = torch.Generator(device=device).manual_seed(config.seed)
     order_gen = torch.Generator().manual_seed(config.seed)
@@ -99,6 +136,7 @@ def train_prior(
     opt = torch.optim.Adam(vae.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total)
     history = []
+    best_val, best_state, best_record = -math.inf, None, None
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         vae.train()
@@ -114,6 +152,12 @@ def train_prior(
             elbo_sum += elbo.detach()
         record = {"epoch": epoch, "train_elbo_per_kernel": float(elbo_sum) / n,
                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # fmt: skip
+        if val is not None:
+            score = evaluate_prior(vae, val, samples=4, seed=config.seed)["elbo_per_kernel"]
+            record["val_elbo_per_kernel"] = score
+            if score > best_val:
+                best_val, best_record = score, record
+                best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
         if test is not None:
             record["test_elbo_per_kernel"] = evaluate_prior(vae, test, seed=epoch)[
                 "elbo_per_kernel"
@@ -121,5 +165,8 @@ def train_prior(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+    if best_state is not None:
+        vae.load_state_dict(best_state)
+        best_record["best"] = True
     vae.eval()
     return history
