@@ -25,8 +25,8 @@ quick: $(STAMP)
 		--out $(OUT)/source
 	$(DWP) kernels extract --source $(OUT)/source --out $(OUT)/kernels --max-kernels 20000
 	$(DWP) kernels preview $(OUT)/kernels --out $(OUT)/kernels.png
-	$(DWP) prior train --kernels $(OUT)/kernels/conv1 --out $(OUT)/prior-conv1 --min-steps 3000
-	$(DWP) prior train --kernels $(OUT)/kernels/conv2 --out $(OUT)/prior-conv2 --epochs 5 --min-steps 0
+	$(DWP) prior train --kernels $(OUT)/kernels/conv1 --out $(OUT)/prior-conv1
+	$(DWP) prior train --kernels $(OUT)/kernels/conv2 --out $(OUT)/prior-conv2 --epochs 5
 	$(DWP) prior eval --prior $(OUT)/prior-conv1 --kernels $(OUT)/kernels/conv1/test.npy \
 		> $(OUT)/prior-conv1/eval.json
 	$(DWP) prior eval --prior $(OUT)/prior-conv2 --kernels $(OUT)/kernels/conv2/test.npy \

@@ -19,7 +19,6 @@ from dwp.priors import (
     load_prior,
     save_prior,
 )
-from dwp.recipes import Recipe
 from dwp.train.prior import PriorTrainConfig, evaluate_prior, split_validation, train_prior
 
 from conftest import write_reference
@@ -296,10 +295,3 @@ def test_best_epoch_on_validation_is_kept():
     _, val_idx = split_validation(400, 0.1, 0)
     again = evaluate_prior(vae, kernels[val_idx], samples=4, seed=0)["elbo_per_kernel"]
     assert again == pytest.approx(best[0]["val_elbo_per_kernel"], rel=1e-6)
-
-
-def test_recipes():
-    assert Recipe("paper").settings() == {"standardize": False, "min_steps": 0, "val_fraction": 0.0}
-    assert Recipe.dwp.settings()["standardize"] is True
-    with pytest.raises(ValueError):
-        Recipe("fast")

@@ -15,7 +15,6 @@ import typer
 
 import dwp
 from dwp.errors import DWPError
-from dwp.recipes import Recipe
 
 app = typer.Typer(
     help="The Deep Weight Prior: learned kernel priors for Bayesian CNNs.",
@@ -294,39 +293,31 @@ def prior_train(
         ),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper's 300).")] = 300,
-    recipe: Annotated[
-        Recipe,
+    standardize: Annotated[
+        bool,
         typer.Option(
-            help="dwp: standardised kernels, >= 20000 steps, best epoch on 10% held-out kernels; "
-            "paper: raw kernels, exactly --epochs, last epoch. The three options below override."
+            "--standardize/--no-standardize",
+            help="Networks see kernels divided by their RMS; densities stay over the raw "
+            "kernels (exact). --no-standardize is the paper's VAE.",
         ),
-    ] = Recipe.dwp,
+    ] = True,
     min_steps: Annotated[
-        int | None,
+        int,
         typer.Option(
             min=0,
             help="Run more epochs than --epochs where these would take fewer optimisation "
             "steps (small kernel sets); 0: exactly --epochs.",
-            show_default=False,
         ),
-    ] = None,
+    ] = 0,
     val_fraction: Annotated[
-        float | None,
+        float,
         typer.Option(
             min=0.0,
             max=0.9,
-            help="Share of training kernels held out to pick the best epoch (0: none).",
-            show_default=False,
+            help="Share of training kernels held out to keep the best epoch's weights (0: the "
+            "last epoch's, all kernels used for training).",
         ),
-    ] = None,
-    standardize: Annotated[
-        bool | None,
-        typer.Option(
-            "--standardize/--no-standardize",
-            help="Model kernels divided by their RMS (densities stay over the raw kernels).",
-            show_default=False,
-        ),
-    ] = None,
+    ] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and z draws.")] = 0,
@@ -349,18 +340,12 @@ def prior_train(
     )
 
     train_k, test_k = _kernels_from_dir(kernels)
-    settings = recipe.settings()
-    for key, value in (("min_steps", min_steps), ("val_fraction", val_fraction),
-                       ("standardize", standardize)):  # fmt: skip
-        if value is not None:
-            settings[key] = value
     train_t = torch.from_numpy(train_k)
     test_t = torch.from_numpy(test_k) if test_k is not None else None
-    scale = kernel_rms(train_t) if settings["standardize"] else 1.0
+    scale = kernel_rms(train_t) if standardize else 1.0
     vae_cfg = default_vae_config(train_k.shape[-1], z_dim, hidden, scale)
     cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           min_steps=settings["min_steps"],
-                           val_fraction=settings["val_fraction"])  # fmt: skip
+                           min_steps=min_steps, val_fraction=val_fraction)  # fmt: skip
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -393,8 +378,7 @@ def prior_train(
         out,
         training={
             **cfg.__dict__,
-            "recipe": recipe.value,
-            "standardize": settings["standardize"],
+            "standardize": standardize,
             "best_epoch": best,
             "epochs_run": len(history),
             "kernels": str(kernels.resolve()),

@@ -15,11 +15,9 @@ import torch
 
 from dwp.errors import DWPError
 from dwp.priors.vae import KernelVAE
-from dwp.recipes import Recipe
 
 __all__ = [
     "PriorTrainConfig",
-    "Recipe",
     "evaluate_prior",
     "kernel_rms",
     "split_validation",
@@ -28,7 +26,7 @@ __all__ = [
 
 
 def kernel_rms(kernels: torch.Tensor) -> float:
-    """Root mean square of all kernel values: the scale the ``dwp`` recipe standardises by."""
+    """Root mean square of all kernel values: the scale ``dwp prior train`` standardises by."""
     return float(kernels.double().pow(2).mean().sqrt())
 
 
@@ -46,8 +44,8 @@ class PriorTrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    min_steps: int = 20000
-    val_fraction: float = 0.1
+    min_steps: int = 0
+    val_fraction: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.val_fraction < 1:
@@ -60,8 +58,9 @@ class PriorTrainConfig:
 
     def epochs_for(self, n: int) -> int:
         """Epochs to run on ``n`` kernels: ``epochs``, or more if ``epochs`` epochs would take
-        fewer than ``min_steps`` steps. The paper's 300 epochs of 1769 kernels are only 4200
-        steps, and the test ELBO is still rising when the learning rate reaches 0."""
+        fewer than ``min_steps`` steps. (The paper's 300 epochs of 1769 raw kernels are only
+        4200 steps, and the ELBO still rises when the learning rate reaches 0; on standardised
+        kernels more steps mostly overfit to the training nets.)"""
         steps_per_epoch = -(-n // self.batch_size)
         return max(self.epochs, -(-self.min_steps // steps_per_epoch))
 
