@@ -121,7 +121,7 @@ DeviceOpt = Annotated[
 ]
 
 
-def _bar(total: int, desc: str, unit: str = "step"):
+def _bar(total: int | None, desc: str, unit: str = "step"):
     """A progress bar on stderr; disabled where stderr is not a terminal (logs, CI)."""
     from tqdm.auto import tqdm
 
@@ -260,20 +260,6 @@ def kernels_preview(
     typer.echo(f"wrote {kernel_preview(layers, out, n, seed)}")
 
 
-def _kernels_from_dir(kernels: Path):
-    from dwp.kernels import load_kernel_file
-
-    train_path, test_path = kernels / "train.npy", kernels / "test.npy"
-    if not train_path.is_file():
-        raise DWPError(
-            f"{train_path} not found: --kernels takes a layer directory holding train.npy "
-            "(and test.npy), such as OUT/conv1 of `dwp kernels extract`"
-        )
-    train = load_kernel_file(train_path)
-    test = load_kernel_file(test_path, train.shape[-1]) if test_path.is_file() else None
-    return train, test
-
-
 @prior_app.command("train")
 def prior_train(
     kernels: Annotated[
@@ -325,81 +311,33 @@ def prior_train(
 ) -> None:
     """Fit a kernel VAE (the layer's prior) to a kernel dataset; log train / test ELBO per
     kernel every epoch (metrics.jsonl in the prior directory)."""
-    import json
-
-    import torch
-
     from dwp.device import resolve_device
-    from dwp.priors import KernelVAE, default_vae_config, kernel_summary, save_prior
-    from dwp.train.prior import (
-        PriorTrainConfig,
-        evaluate_prior,
-        kernel_rms,
-        split_validation,
-        train_prior,
-    )
+    from dwp.train.prior import PriorTrainConfig, fit_prior
 
-    train_k, test_k = _kernels_from_dir(kernels)
-    train_t = torch.from_numpy(train_k)
-    test_t = torch.from_numpy(test_k) if test_k is not None else None
-    scale = kernel_rms(train_t) if standardize else 1.0
-    vae_cfg = default_vae_config(train_k.shape[-1], z_dim, hidden, scale)
     cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            min_steps=min_steps, val_fraction=val_fraction)  # fmt: skip
     dev = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vae = KernelVAE(vae_cfg)
-    vae.to(dev)
-    out.mkdir(parents=True, exist_ok=True)
-    k = vae_cfg.kernel_size
-    n_fit = len(train_k) - len(split_validation(len(train_k), cfg.val_fraction, seed)[1])
-    bar = _bar(cfg.epochs_for(n_fit), f"prior {k}x{k}", unit="epoch")
-    log_path = out / "metrics.jsonl"
-    log_path.unlink(missing_ok=True)
+    bar = _bar(None, f"prior {kernels.name}", unit="epoch")
 
     def on_epoch(rec: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
         post = {"train": f"{rec['train_elbo_per_kernel']:.2f}"}
         if "test_elbo_per_kernel" in rec:
             post["test"] = f"{rec['test_elbo_per_kernel']:.2f}"
+        bar.total = rec["epochs"]
         bar.set_postfix(post, refresh=False)
         bar.update(1)
 
-    history = train_prior(vae, train_t, test_t, cfg, on_epoch)
+    vae, info = fit_prior(kernels, out, cfg, dev, z_dim, hidden, standardize, on_epoch)
     bar.close()
-    best = next((r["epoch"] for r in history if r.get("best")), None)
-    final = {"train": evaluate_prior(vae, train_t, samples=10, seed=seed)}
-    if test_t is not None:
-        final["test"] = evaluate_prior(vae, test_t, samples=10, seed=seed)
-    save_prior(
-        vae,
-        out,
-        training={
-            **cfg.__dict__,
-            "standardize": standardize,
-            "best_epoch": best,
-            "epochs_run": len(history),
-            "kernels": str(kernels.resolve()),
-            "seconds": history[-1]["seconds"],
-            "device": str(dev),
-        },
-        kernel_stats={
-            "train": kernel_summary(train_k),
-            "test": kernel_summary(test_k) if test_k is not None else None,
-        },
-        metrics=final,
-    )
-    msg = (
-        f"prior {vae_cfg.kernel_size}x{vae_cfg.kernel_size} (z {vae_cfg.z_dim}, h {vae_cfg.hidden})"
-    )
-    msg += f" -> {out}: train ELBO {final['train']['elbo_per_kernel']:.2f}"
-    if "test" in final:
-        msg += f", test ELBO {final['test']['elbo_per_kernel']:.2f}"
-    if best is not None:
-        msg += f" (weights of epoch {best} of {len(history)}, best on held-out kernels)"
-    typer.echo(msg + f" nats/kernel ({history[-1]['seconds']:.0f}s)")
+    c, m, t = vae.config, info["metrics"], info["training"]
+    msg = f"prior {c.kernel_size}x{c.kernel_size} (z {c.z_dim}, h {c.hidden}, scale {c.scale:.4g})"
+    msg += f" -> {out}: train ELBO {m['train']['elbo_per_kernel']:.2f}"
+    if "test" in m:
+        msg += f", test ELBO {m['test']['elbo_per_kernel']:.2f}"
+    msg += f" nats/kernel; {t['epochs_run']} epochs in {t['seconds']:.0f}s"
+    if t["best_epoch"] is not None:
+        msg += f" (weights of epoch {t['best_epoch']}, best on held-out kernels)"
+    typer.echo(msg)
 
 
 @prior_app.command("eval")

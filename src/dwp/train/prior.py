@@ -6,20 +6,27 @@ loss = -ELBO summed over the batch with one sample of z per kernel.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from dwp.errors import DWPError
-from dwp.priors.vae import KernelVAE
+from dwp.kernels import load_kernel_file
+from dwp.priors.store import kernel_summary, save_prior
+from dwp.priors.vae import KernelVAE, default_vae_config
 
 __all__ = [
     "PriorTrainConfig",
     "evaluate_prior",
+    "fit_prior",
     "kernel_rms",
+    "load_kernel_dir",
     "split_validation",
     "train_prior",
 ]
@@ -149,7 +156,7 @@ def train_prior(
             opt.step()
             sched.step()
             elbo_sum += elbo.detach()
-        record = {"epoch": epoch, "train_elbo_per_kernel": float(elbo_sum) / n,
+        record = {"epoch": epoch, "epochs": epochs, "train_elbo_per_kernel": float(elbo_sum) / n,
                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # fmt: skip
         if val is not None:
             score = evaluate_prior(vae, val, samples=4, seed=config.seed)["elbo_per_kernel"]
@@ -169,3 +176,72 @@ def train_prior(
         best_record["best"] = True
     vae.eval()
     return history
+
+
+def fit_prior(
+    kernels_dir: str | Path,
+    out: str | Path,
+    config: PriorTrainConfig,
+    device: torch.device,
+    z_dim: int | None = None,
+    hidden: int | None = None,
+    standardize: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[KernelVAE, dict]:
+    """Fit a kernel VAE to ``kernels_dir`` (``train.npy`` and, if present, ``test.npy``) and
+    write the prior directory ``out``, with one JSON line per epoch in ``out/metrics.jsonl``.
+
+    ``z_dim`` / ``hidden`` default to the paper's for the kernel size; with ``standardize`` the
+    VAE's ``scale`` is the training kernels' RMS. Returns the VAE and the metadata written to
+    ``prior.json`` (whose ``metrics`` hold train and test ELBO per kernel, 10 draws of z each).
+    """
+    kernels_dir, out = Path(kernels_dir), Path(out)
+    train_k, test_k = load_kernel_dir(kernels_dir)
+    train = torch.from_numpy(train_k)
+    test = torch.from_numpy(test_k) if test_k is not None else None
+    scale = kernel_rms(train) if standardize else 1.0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        vae = KernelVAE(default_vae_config(train_k.shape[-1], z_dim, hidden, scale))
+    vae.to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "metrics.jsonl"
+    log_path.unlink(missing_ok=True)
+
+    def log_epoch(record: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if on_epoch is not None:
+            on_epoch(record)
+
+    history = train_prior(vae, train, test, config, log_epoch)
+    metrics = {"train": evaluate_prior(vae, train, samples=10, seed=config.seed)}
+    if test is not None:
+        metrics["test"] = evaluate_prior(vae, test, samples=10, seed=config.seed)
+    training = {
+        **asdict(config),
+        "standardize": standardize,
+        "best_epoch": next((r["epoch"] for r in history if r.get("best")), None),
+        "epochs_run": len(history),
+        "kernels": str(kernels_dir.resolve()),
+        "seconds": history[-1]["seconds"],
+        "device": str(device),
+    }
+    stats = {"train": kernel_summary(train_k),
+             "test": kernel_summary(test_k) if test_k is not None else None}  # fmt: skip
+    save_prior(vae, out, training=training, kernel_stats=stats, metrics=metrics)
+    return vae, {"vae": vae.config.to_dict(), "training": training, "metrics": metrics}
+
+
+def load_kernel_dir(kernels_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``train.npy`` (required) and ``test.npy`` (optional, same kernel size) of a layer
+    directory written by ``dwp kernels extract``."""
+    train_path, test_path = kernels_dir / "train.npy", kernels_dir / "test.npy"
+    if not train_path.is_file():
+        raise DWPError(
+            f"{train_path} not found: --kernels takes a layer directory holding train.npy "
+            "(and test.npy), such as OUT/conv1 of `dwp kernels extract`"
+        )
+    train = load_kernel_file(train_path)
+    test = load_kernel_file(test_path, train.shape[-1]) if test_path.is_file() else None
+    return train, test
