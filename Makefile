@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 setup: $(STAMP)
 
 # The quick configuration of the pipeline: 10 source nets of width 64/128 for 3 epochs on 10000
-# rendered letters, their kernels, a prior per layer (the 5x5 one on 20000 kernels, few epochs).
+# rendered letters, their kernels, a prior per layer (the 5x5 one on 20000 kernels, few epochs);
+# then a 7x7 prior on the shipped kernels of paper-protocol nets (data/kernels/letters-fconv).
 quick: $(STAMP)
 	$(DWP) data list
 	$(DWP) data preview letters --out $(OUT)/letters.png
@@ -30,9 +31,11 @@ quick: $(STAMP)
 	$(DWP) prior eval --prior $(OUT)/prior-conv1 --kernels $(OUT)/kernels/conv1/test.npy \
 		> $(OUT)/prior-conv1/eval.json
 	$(DWP) prior eval --prior $(OUT)/prior-conv2 --kernels $(OUT)/kernels/conv2/test.npy \
-		--iw-samples 50 > $(OUT)/prior-conv2/eval.json
+		--iw-samples 20 > $(OUT)/prior-conv2/eval.json
 	$(DWP) prior sample --prior $(OUT)/prior-conv1 --out $(OUT)/prior-conv1.png
 	$(DWP) prior sample --prior $(OUT)/prior-conv2 --out $(OUT)/prior-conv2.png
+	$(DWP) prior train --kernels data/kernels/letters-fconv/conv1 --out $(OUT)/prior-paper-conv1
+	$(DWP) prior sample --prior $(OUT)/prior-paper-conv1 --out $(OUT)/prior-paper-conv1.png
 	@cat $(OUT)/prior-conv1/eval.json $(OUT)/prior-conv2/eval.json
 
 test: $(STAMP)

@@ -391,8 +391,8 @@ def prior_sample(
         ),
     ] = None,
 ) -> None:
-    """Draw kernels from the prior (decoder means at z ~ N(0, I)) beside real kernels; for a 2-D
-    latent space also the kernels decoded on a grid of z."""
+    """Draw kernels from the prior (decoder means at z ~ N(0, I), and full draws from p(w | z))
+    beside real kernels; for a 2-D latent space also the kernels decoded on a grid of z."""
     import numpy as np
     import torch
 
@@ -409,10 +409,11 @@ def prior_sample(
     if kernels is not None:
         real = _pick(load_kernel_file(kernels, vae.kernel_size), n, seed)
     with torch.no_grad():
-        samples = vae.sample(n, torch.Generator().manual_seed(seed)).numpy()
+        means = vae.sample(n, torch.Generator().manual_seed(seed)).numpy()
+        draws = vae.sample(n, torch.Generator().manual_seed(seed), mean=False).numpy()
     k = vae.kernel_size
     title = f"{k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden})"
-    typer.echo(f"wrote {prior_samples(real, samples, out, title)}")
+    typer.echo(f"wrote {prior_samples(real, means, draws, out, title)}")
     if vae.z_dim == 2:
         from statistics import NormalDist
 

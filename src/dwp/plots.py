@@ -134,15 +134,21 @@ def kernel_preview(layers: dict[str, dict], out: str | Path, n: int = 64, seed: 
 
 
 def prior_samples(
-    real: np.ndarray | None, samples: np.ndarray, out: str | Path, title: str, cols: int = 8
+    real: np.ndarray | None,
+    means: np.ndarray,
+    draws: np.ndarray,
+    out: str | Path,
+    title: str,
+    cols: int = 8,
 ) -> Path:
-    """Real kernels (if given) beside kernels sampled from the prior, on one colour scale."""
-    panels = 2 if real is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.6), squeeze=False)
+    """Real kernels (if given) beside kernels from the prior, all on one colour scale: decoder
+    means at z ~ p(z), and full draws w ~ p(w | z) (means plus the decoder's noise)."""
+    panels = [("real kernels", real)] if real is not None else []
+    panels += [("prior: decoder means", means), ("prior: draws w ~ p(w | z)", draws)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
     vmax = None
-    if real is not None:
-        vmax = draw_kernels(axes[0, 0], real, cols, f"real kernels ({len(real)})")
-    draw_kernels(axes[0, -1], samples, cols, f"prior samples ({len(samples)})", vmax)
+    for ax, (name, kernels) in zip(axes[0], panels, strict=True):
+        vmax = draw_kernels(ax, kernels, cols, f"{name} ({len(kernels)})", vmax)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, out)
