@@ -100,3 +100,19 @@ def test_validate_kernels_accepts_float64_and_returns_float32():
     assert out.dtype == np.float32
     with pytest.raises(DWPError, match="holds no kernels"):
         validate_kernels(np.zeros((0, 1, 3, 3), np.float32), "x")
+
+
+def test_shipped_paper_protocol_kernels_are_valid():
+    from pathlib import Path
+
+    from dwp.kernels import read_kernel_stats
+    from dwp.train.prior import load_kernel_dir
+
+    root = Path(__file__).resolve().parents[1] / "data" / "kernels" / "letters-fconv"
+    stats = read_kernel_stats(root)
+    for layer, k in (("conv1", 7), ("conv2", 5)):
+        train, test = load_kernel_dir(root / layer)
+        assert train.shape[1:] == test.shape[1:] == (1, k, k)
+        assert len(train) == stats["layers"][layer]["train"]["written"]
+        norms = np.sqrt((train.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+        assert norms.min() >= stats["layers"][layer]["min_norm"]
