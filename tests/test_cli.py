@@ -266,3 +266,24 @@ def test_prior_train_options(pipeline, tmp_path):
     assert meta["vae"]["scale"] == 1.0 and meta["training"]["min_steps"] == 3
     # 8 kernels, batch 128: one step per epoch, so 3 epochs for 3 steps
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_defaults_match_the_library():
+    import dataclasses
+    import inspect
+
+    from dwp.cli import kernels_extract, prior_train, source_train
+    from dwp.kernels import KernelConfig
+    from dwp.train.prior import PriorTrainConfig
+    from dwp.train.source import SourceConfig
+
+    for command, config in ((source_train, SourceConfig), (kernels_extract, KernelConfig),
+                            (prior_train, PriorTrainConfig)):  # fmt: skip
+        params = inspect.signature(command).parameters
+        fields = {f.name: f.default for f in dataclasses.fields(config)}
+        shared = set(params) & set(fields)
+        assert len(shared) >= 4
+        for name in shared:
+            cli_default = params[name].default
+            cli_default = tuple(cli_default) if isinstance(cli_default, list) else cli_default
+            assert cli_default == fields[name], f"{command.__name__} --{name}"
