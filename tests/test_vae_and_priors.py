@@ -295,3 +295,16 @@ def test_best_epoch_on_validation_is_kept():
     _, val_idx = split_validation(400, 0.1, 0)
     again = evaluate_prior(vae, kernels[val_idx], samples=4, seed=0)["elbo_per_kernel"]
     assert again == pytest.approx(best[0]["val_elbo_per_kernel"], rel=1e-6)
+
+
+def test_latent_grid_decodes_normal_quantiles_row_major():
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(7)).double()
+    grid = vae.latent_grid(size=3, lo=0.1, hi=0.9)
+    assert grid.shape == (9, 1, 7, 7)
+    q = D.Normal(0.0, 1.0).icdf(torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    # first row: largest z2, z1 increasing along the row
+    expected = vae.decode(torch.stack([q, q[2].repeat(3)], 1))[0]
+    torch.testing.assert_close(grid[:3], expected)
+    with pytest.raises(DWPError, match="needs a 2-D latent space"):
+        KernelVAE(default_vae_config(5)).latent_grid()

@@ -393,11 +393,10 @@ def prior_sample(
 ) -> None:
     """Draw kernels from the prior (decoder means at z ~ N(0, I), and full draws from p(w | z))
     beside real kernels; for a 2-D latent space also the kernels decoded on a grid of z."""
-    import numpy as np
     import torch
 
     from dwp.kernels import load_kernel_file
-    from dwp.plots import _pick, latent_grid, prior_samples
+    from dwp.plots import latent_grid, pick_kernels, prior_samples
     from dwp.priors import load_prior
 
     vae, meta = load_prior(prior)
@@ -407,7 +406,7 @@ def prior_sample(
         if stored and (Path(stored) / "train.npy").is_file():
             kernels = Path(stored) / "train.npy"
     if kernels is not None:
-        real = _pick(load_kernel_file(kernels, vae.kernel_size), n, seed)
+        real = pick_kernels(load_kernel_file(kernels, vae.kernel_size), n, seed)
     with torch.no_grad():
         means = vae.sample(n, torch.Generator().manual_seed(seed)).numpy()
         draws = vae.sample(n, torch.Generator().manual_seed(seed), mean=False).numpy()
@@ -415,17 +414,10 @@ def prior_sample(
     title = f"{k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden})"
     typer.echo(f"wrote {prior_samples(real, means, draws, out, title)}")
     if vae.z_dim == 2:
-        from statistics import NormalDist
-
         g = 12
-        grid = np.array([NormalDist().inv_cdf(p) for p in np.linspace(0.03, 0.97, g)])
-        z1, z2 = np.meshgrid(grid, grid[::-1])
-        z = torch.tensor(np.stack([z1.ravel(), z2.ravel()], 1), dtype=torch.float32)
-        with torch.no_grad():
-            decoded = vae.decode(z)[0].numpy()
         path = latent_out or out.with_name(out.stem + "_latent.png")
         title = f"{k}x{k} prior: decoder means on a grid of z (normal quantiles 3%..97%)"
-        typer.echo(f"wrote {latent_grid(decoded, grid, path, title)}")
+        typer.echo(f"wrote {latent_grid(vae.latent_grid(g).numpy(), g, path, title)}")
 
 
 @prior_app.command("import")

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MIN_NORM",
     "KernelConfig",
     "extract_kernels",
+    "kernel_norms",
     "kernel_slices",
     "load_kernel_file",
     "read_kernel_stats",
@@ -62,6 +63,11 @@ def kernel_slices(weight: torch.Tensor) -> np.ndarray:
     """All (out, in) slices of a conv weight (out, in, kh, kw) as float32 (out * in, 1, kh, kw)."""
     w = weight.detach().cpu().float()
     return w.reshape(-1, 1, *w.shape[-2:]).numpy()
+
+
+def kernel_norms(kernels: np.ndarray) -> np.ndarray:
+    """L2 norm of each kernel of an (N, 1, k, k) array, in float64: shape (N,)."""
+    return np.sqrt((kernels.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
 
 
 def validate_kernels(kernels: np.ndarray, name: str, kernel_size: int | None = None) -> np.ndarray:
@@ -141,7 +147,7 @@ def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kernel
             kernels = np.concatenate(
                 [kernel_slices(conv_layers(n)[layer].weight) for n in part_nets]
             )
-            norms = np.sqrt((kernels.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+            norms = kernel_norms(kernels)
             all_norms.append(norms)
             keep = norms >= config.min_norm
             kept = kernels[keep]

@@ -15,7 +15,15 @@ import torch
 from dwp.errors import DWPError
 from dwp.io import atomic_path
 
-__all__ = ["class_grid", "save_figure"]
+__all__ = [
+    "class_grid",
+    "draw_kernels",
+    "kernel_preview",
+    "latent_grid",
+    "pick_kernels",
+    "prior_samples",
+    "save_figure",
+]
 
 
 def save_figure(fig, out: str | Path, dpi: int = 120) -> Path:
@@ -96,7 +104,8 @@ def draw_kernels(ax, kernels: np.ndarray, cols: int, title: str, vmax: float | N
     return vmax
 
 
-def _pick(kernels: np.ndarray, n: int, seed: int) -> np.ndarray:
+def pick_kernels(kernels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` kernels chosen at random (``seed``), in their original order."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(kernels), size=min(n, len(kernels)), replace=False)
     return kernels[np.sort(idx)]
@@ -113,7 +122,7 @@ def kernel_preview(layers: dict[str, dict], out: str | Path, n: int = 64, seed: 
     for row, (name, item) in enumerate(layers.items()):
         kernels, stats = item["kernels"], item["stats"]
         k = kernels.shape[-1]
-        shown = _pick(kernels, n, seed)
+        shown = pick_kernels(kernels, n, seed)
         title = f"{name}: {len(kernels)} train kernels {k}x{k} (random {len(shown)})"
         draw_kernels(axes[row, 0], shown, 8, title)
         hist = stats["norm_histogram"]
@@ -154,13 +163,10 @@ def prior_samples(
     return save_figure(fig, out)
 
 
-def latent_grid(decoded: np.ndarray, grid: np.ndarray, out: str | Path, title: str) -> Path:
-    """Kernels decoded on a regular grid of a 2-D latent space (the paper's latent figure).
-
-    ``decoded`` is (G * G, 1, k, k) in row-major order over ``grid`` (G values of z1 for the
-    columns, of z2 for the rows, top row = largest z2)."""
-    g = len(grid)
+def latent_grid(decoded: np.ndarray, size: int, out: str | Path, title: str) -> Path:
+    """Kernels decoded on a ``size`` x ``size`` grid of a 2-D latent space (the paper's latent
+    figure), as :meth:`dwp.priors.KernelVAE.latent_grid` returns them (row-major)."""
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
-    draw_kernels(ax, decoded, g, title)
+    draw_kernels(ax, decoded, size, title)
     fig.tight_layout()
     return save_figure(fig, out)

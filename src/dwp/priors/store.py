@@ -16,6 +16,7 @@ import yaml
 
 from dwp.errors import DWPError
 from dwp.io import atomic_path
+from dwp.kernels import kernel_norms
 from dwp.priors.vae import KernelVAE, VAEConfig
 
 __all__ = [
@@ -34,7 +35,7 @@ _META, _WEIGHTS = "prior.json", "weights.pt"
 
 def kernel_summary(kernels: np.ndarray) -> dict:
     """Count, norm quantiles and pixel moments of a kernel array (N, 1, k, k)."""
-    norms = np.sqrt((kernels.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+    norms = kernel_norms(kernels)
     return {
         "count": len(kernels),
         "kernel_size": int(kernels.shape[-1]),

@@ -198,6 +198,22 @@ class KernelVAE(nn.Module):
             logw.append(_gaussian_log_prob(w, x_mu, x_var) + log_pz - log_rz)
         return torch.logsumexp(torch.stack(logw), 0) - math.log(samples)
 
+    @torch.no_grad()
+    def latent_grid(self, size: int = 12, lo: float = 0.03, hi: float = 0.97) -> torch.Tensor:
+        """Decoder means on a ``size`` x ``size`` grid of a 2-D latent space (the paper's latent
+        figure): z1 and z2 run over the standard-normal quantiles ``lo``..``hi``, z1 along a row,
+        z2 down the rows from largest to smallest. Shape (size * size, 1, k, k)."""
+        if self.z_dim != 2:
+            raise DWPError(
+                f"a latent grid needs a 2-D latent space; this prior has z_dim {self.z_dim}"
+            )
+        p = next(self.parameters())
+        probs = torch.linspace(lo, hi, size, dtype=torch.float64)
+        axis = (torch.special.ndtri(probs)).to(p.dtype)
+        z2, z1 = torch.meshgrid(axis.flip(0), axis, indexing="ij")
+        z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(p.device)
+        return self.decode(z)[0]
+
     def sample(
         self, n: int, generator: torch.Generator | None = None, mean: bool = True
     ) -> torch.Tensor:
