@@ -435,8 +435,176 @@ def prior_import(
     typer.echo(f"imported {k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden}) -> {out}")
 
 
+bnn_app = typer.Typer(help="Bayesian CNNs on small target sets.", no_args_is_help=True)
+app.add_typer(bnn_app, name="bnn")
+
+
+class PriorChoice(StrEnum):
+    """Prior over the conv kernels."""
+
+    normal = "normal"
+    log_uniform = "log-uniform"
+    dwp = "dwp"
+
+
+class InitChoice(StrEnum):
+    """Initialisation of the conv kernels' posterior means."""
+
+    xavier = "xavier"
+    dwp = "dwp"
+    filters = "filters"
+
+
+@bnn_app.command("train")
+def bnn_train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")],
+    dataset: Annotated[str, typer.Option(help="Target dataset (see `dwp data list`).")] = "mnist5k",
+    examples: Annotated[
+        int, typer.Option(min=0, help="Training examples, stratified (0: the whole train part).")
+    ] = 50,
+    split_seed: Annotated[int, typer.Option(help="Seed of the few-shot subset.")] = 0,
+    prior: Annotated[PriorChoice, typer.Option(help="Prior over the conv kernels.")] = (
+        PriorChoice.normal
+    ),
+    prior_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prior-dirs",
+            help="Prior directories, one per conv layer in order (conv1 7x7, conv2 5x5); for "
+            "--prior dwp and --init dwp. Give the option once with several values.",
+            show_default=False,
+        ),
+    ] = None,
+    kernel_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--kernel-dirs",
+            help="Kernel sets (layer directories or .npy), one per conv layer, for --init "
+            "filters (default: the kernels the priors were trained on).",
+            show_default=False,
+        ),
+    ] = None,
+    init: Annotated[InitChoice, typer.Option(help="Initial posterior means.")] = InitChoice.xavier,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 10000).")] = 2000,
+    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
+        32,
+        128,
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size (capped at N).")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and noise.")] = 0,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Epochs between evaluations (default: 10 per run).", show_default=False
+        ),
+    ] = None,
+    ens_samples: Annotated[int, typer.Option(min=1, help="MC samples of the test ensemble.")] = 10,
+    dwp_samples: Annotated[
+        int, typer.Option(min=1, help="Draws of w and z per kernel in the DWP bound.")
+    ] = 1,
+    train_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--train-encoder/--frozen-encoder",
+            help="Fit the DWP encoder r(z|w) jointly (tightens the bound).",
+        ),
+    ] = False,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Train a Bayesian FConv on a few-shot subset; write config.json, metrics.jsonl,
+    checkpoint.pt and result.json to the run directory. A finished run is not re-run; a killed
+    one resumes from its last checkpoint."""
+    from dwp.device import resolve_device
+    from dwp.train.bnn import BNNConfig, train_bnn
+
+    config = BNNConfig(
+        dataset=dataset,
+        examples=examples or None,
+        split_seed=split_seed,
+        prior=prior.value,
+        prior_dirs=tuple(prior_dirs or ()),
+        kernel_dirs=tuple(kernel_dirs or ()),
+        init=init.value,
+        hidden=hidden,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        eval_every=eval_every,
+        ens_samples=ens_samples,
+        dwp_samples=dwp_samples,
+        train_encoder=train_encoder,
+    )
+    dev = resolve_device(device)
+    if (out / "result.json").is_file():
+        typer.echo(f"{out} is finished; not re-running", err=True)
+    bar = _bar(epochs, f"bnn {prior.value}", unit="epoch")
+    last = {}
+
+    def on_epoch(m: dict) -> None:
+        bar.n = m["epoch"]
+        post = {
+            "loss": f"{m['loss']:.4g}",
+            "kl": f"{m['kl']:.4g}",
+            "train": f"{m['train_acc']:.3f}",
+        }
+        if last:
+            post["test"] = f"{last['ens_acc']:.4f}"
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+
+    def on_eval(rec: dict) -> None:
+        last.update(rec)
+        logging.getLogger("dwp").info(
+            "epoch %d: ens acc %.4f (1 sample %.4f, means %.4f), nll %.4f, kl %.4g",
+            rec["epoch"], rec["ens_acc"], rec["sample_acc"], rec["det_acc"], rec["nll"], rec["kl"],
+        )  # fmt: skip
+
+    try:
+        r = train_bnn(config, out, dev, data_root, on_epoch, on_eval)
+    finally:
+        bar.close()
+    typer.echo(
+        f"{out}: prior {r['prior']}, init {r['init']}, {r['examples']} examples "
+        f"(split {r['split_seed']}), {r['epochs']} epochs: ensemble acc {r['ens_acc']:.4f}, "
+        f"1-sample {r['sample_acc']:.4f}, means {r['det_acc']:.4f}, NLL {r['nll']:.4f}, "
+        f"ECE {r['ece']:.4f}; {r['wall_s']:.0f}s"
+    )
+
+
+_MULTI_VALUE = ("--prior-dirs", "--kernel-dirs")
+
+
+def _expand_multi_value(argv: list[str]) -> list[str]:
+    """Let list options take several values after one flag (``--prior-dirs A B``), as well as
+    the repeated form (``--prior-dirs A --prior-dirs B``) that click understands."""
+    out, current, taken = [], None, 0
+    for tok in argv:
+        if tok in _MULTI_VALUE:
+            if current is not None and not taken:
+                out.append(current)  # a flag without values: let click report it
+            current, taken = tok, 0
+            continue
+        if current is not None:
+            if tok.startswith("-"):
+                if not taken:
+                    out.append(current)
+                current = None
+            else:
+                out += [current, tok]
+                taken += 1
+                continue
+        out.append(tok)
+    if current is not None and not taken:
+        out.append(current)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dwp`` console script; returns the exit status."""
+    argv = _expand_multi_value(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=argv, prog_name="dwp")
     except SystemExit as exc:

@@ -1,0 +1,87 @@
+"""Evaluation of (Bayesian) classifiers: MC-ensemble prediction, accuracy, NLL, calibration."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dwp.nn.bayes import Mode, bayes_mode
+
+__all__ = ["classification_metrics", "evaluate_bnn", "expected_calibration_error", "predict_proba"]
+
+
+@torch.inference_mode()
+def predict_proba(
+    model: nn.Module,
+    images: torch.Tensor,
+    samples: int = 10,
+    batch_size: int = 1000,
+    mode: Mode | str = Mode.sample,
+) -> torch.Tensor:
+    """Predictive probabilities per MC sample, shape (samples, N, classes).
+
+    In ``sample`` mode every sample is a fresh forward pass with new noise (each Bayesian layer
+    draws from its ``generator``); in ``mean`` mode one deterministic pass is returned (samples
+    1). Inputs are moved to the model's device batch by batch; the result is on the CPU.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n_samples = 1 if Mode(mode) is Mode.mean else samples
+    out = []
+    with bayes_mode(model, mode):
+        for _ in range(n_samples):
+            probs = [
+                F.softmax(model(images[i : i + batch_size].to(device)), dim=1).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+            out.append(torch.cat(probs))
+    model.train(was_training)
+    return torch.stack(out)
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): the confidence axis [0, 1] cut into ``bins`` equal bins, the mean
+    over examples of |accuracy - confidence| of each example's bin. ``probs`` (N, classes)."""
+    conf, pred = probs.max(1)
+    correct = (pred == labels).double()
+    conf = conf.double()
+    # bin b holds confidences in (b/bins, (b+1)/bins]; confidence 0 goes to bin 0
+    which = (conf * bins).ceil().long().clamp(1, bins) - 1
+    total = torch.zeros(bins, dtype=torch.float64)
+    gap = torch.zeros(bins, dtype=torch.float64)
+    total.index_add_(0, which, torch.ones_like(conf))
+    gap.index_add_(0, which, correct - conf)
+    return float(gap.abs().sum() / max(1, len(labels)))
+
+
+def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict:
+    """Accuracy, mean negative log-likelihood (nats) and ECE of predictive probabilities
+    (N, classes)."""
+    labels = labels.cpu()
+    p_true = probs.gather(1, labels[:, None]).squeeze(1).double()
+    return {
+        "acc": float((probs.argmax(1) == labels).double().mean()),
+        "nll": float(-(p_true.clamp_min(1e-300)).log().mean()),
+        "ece": expected_calibration_error(probs, labels, bins),
+    }
+
+
+def evaluate_bnn(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, samples: int = 10,
+    batch_size: int = 1000,
+) -> dict:  # fmt: skip
+    """The figures of a Bayesian classifier on a test set:
+
+    ``ens_acc``, ``nll``, ``ece``: of the ``samples``-sample ensemble (the average of the
+    predictive probabilities); ``sample_acc``: of one sample (the ensemble's first);
+    ``det_acc``, ``det_nll``: of the deterministic net (posterior means).
+    """
+    per_sample = predict_proba(model, images, samples, batch_size, Mode.sample)
+    ens = classification_metrics(per_sample.mean(0), labels)
+    one = classification_metrics(per_sample[0], labels)
+    det = classification_metrics(predict_proba(model, images, 1, batch_size, Mode.mean)[0], labels)
+    out = {"ens_acc": ens["acc"], "sample_acc": one["acc"], "det_acc": det["acc"],
+           "nll": ens["nll"], "ece": ens["ece"], "det_nll": det["nll"]}  # fmt: skip
+    return out

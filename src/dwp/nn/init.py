@@ -1,0 +1,100 @@
+"""Initialisation of conv kernels (ordinary weights or posterior means), as in the paper:
+
+* ``xavier``: Xavier-normal (Glorot & Bengio 2010), the baseline;
+* ``dwp``: samples of a Deep Weight Prior, the decoder means at z ~ N(0, I);
+* ``filters``: kernels drawn at random from a kernel set of the source nets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+import numpy as np
+import torch
+from torch import nn
+
+from dwp.errors import DWPError
+
+__all__ = ["Init", "init_conv_kernels", "random_kernels"]
+
+
+class Init(StrEnum):
+    """How conv kernels start."""
+
+    xavier = "xavier"
+    """Xavier-normal."""
+    dwp = "dwp"
+    """Decoder means of the layer's deep weight prior at z ~ N(0, I)."""
+    filters = "filters"
+    """Random kernels of the source nets' kernel set for the layer's kernel size."""
+
+
+def random_kernels(
+    kernels: np.ndarray | torch.Tensor, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``n`` kernels drawn at random from a kernel set (N, 1, k, k); without replacement when
+    the set is large enough, else with replacement."""
+    kernels = torch.as_tensor(kernels)
+    if len(kernels) == 0:
+        raise DWPError("the kernel set is empty")
+    if n <= len(kernels):
+        idx = torch.randperm(len(kernels), generator=generator)[:n]
+    else:
+        idx = torch.randint(len(kernels), (n,), generator=generator)
+    return kernels[idx]
+
+
+def init_conv_kernels(
+    convs: Mapping[str, nn.Conv2d],
+    init: Init | str,
+    *,
+    priors: Mapping[str, nn.Module] | None = None,
+    kernel_sets: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Set the kernels (``weight``; for Bayesian layers the posterior means) of ``convs``.
+
+    Args:
+        convs: conv layers by name.
+        init: ``xavier``, ``dwp`` or ``filters``.
+        priors: for ``dwp``, a :class:`~dwp.priors.DeepWeightPrior` per layer name.
+        kernel_sets: for ``filters``, a kernel array (N, 1, k, k) per layer name.
+        generator: the random source (CPU generator).
+
+    Biases are left alone.
+    """
+    init = Init(init)
+    for name, conv in convs.items():
+        w = conv.weight
+        n = w.shape[0] * w.shape[1]
+        k = tuple(w.shape[-2:])
+        if init is Init.xavier:
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+            std = (2.0 / (fan_in + fan_out)) ** 0.5
+            new = torch.randn(w.shape, generator=generator) * std
+        elif init is Init.dwp:
+            prior = (priors or {}).get(name)
+            if prior is None or not hasattr(prior, "sample_kernels"):
+                raise DWPError(f"--init dwp needs a deep weight prior for {name}")
+            prior.check_layer(conv, name)
+            gen = generator
+            dev = next(prior.parameters()).device
+            if dev.type != "cpu":
+                gen = torch.Generator(dev).manual_seed(
+                    int(torch.randint(2**62, (1,), generator=generator))
+                )
+            new = prior.sample_kernels(n, gen).cpu()
+        else:
+            kernels = (kernel_sets or {}).get(name)
+            if kernels is None:
+                raise DWPError(f"--init filters needs a kernel set for {name}")
+            kernels = torch.as_tensor(kernels)
+            if tuple(kernels.shape[-2:]) != k:
+                raise DWPError(
+                    f"the kernel set for {name} holds {kernels.shape[-2]}x{kernels.shape[-1]} "
+                    f"kernels, but {name} has {k[0]}x{k[1]} kernels"
+                )
+            new = random_kernels(kernels, n, generator)
+        with torch.no_grad():
+            w.copy_(new.reshape(w.shape).to(device=w.device, dtype=w.dtype))

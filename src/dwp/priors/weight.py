@@ -1,0 +1,207 @@
+"""Priors over the weights of Bayesian layers, each giving KL(q || p) for a layer.
+
+* :class:`NormalPrior`: N(0, std^2) per weight; closed-form KL.
+* :class:`LogUniformPrior`: the log-uniform prior of sparse variational dropout, with the
+  approximation of Kingma et al. (2015) / Molchanov et al. (2017) for the posterior
+  N(mu, alpha mu^2): ``KL ~= sum(-0.5 log alpha - c1 alpha - c2 alpha^2 - c3 alpha^3)``.
+* :class:`DeepWeightPrior`: the implicit prior ``p(w) = int p(w | z) p(z) dz`` of a kernel VAE
+  over every (out, in) kernel slice of a conv layer, with the auxiliary bound of the paper
+  (Atanov et al. 2019, eq. 7-8):
+
+      KL(q(W) || p(W)) <= sum over kernels of
+          E_q(w) [ log q(w) - E_r(z|w) log p(w | z) + KL(r(z | w) || p(z)) ],
+
+  where r is the VAE's encoder. The entropy part is closed form; the rest is estimated with
+  ``samples`` reparameterised draws of w and of z per kernel.
+
+Priors are modules: ``.to(device)`` moves them, ``state_dict`` saves them; each returns its KL
+as a tensor and never calls ``backward`` or ``item``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dwp.errors import DWPError
+
+__all__ = [
+    "DeepWeightPrior",
+    "LogUniformPrior",
+    "NormalPrior",
+    "WeightPrior",
+    "kernel_view",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class WeightPrior(nn.Module):
+    """Base class: ``kl(layer)`` and ``check_layer(layer, name)``.
+
+    ``posterior`` names the posterior family the prior is meant for (``bayesianize`` uses it
+    as the default)."""
+
+    posterior: str = "gaussian"
+
+    def check_layer(self, layer: nn.Module, name: str = "layer") -> None:
+        """Raise :class:`DWPError` if this prior cannot be the prior of ``layer``."""
+
+    def kl(self, layer: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NormalPrior(WeightPrior):
+    """N(0, std^2) for every weight: ``KL = sum 0.5 (var/s^2 + mu^2/s^2 - 1 - log(var/s^2))``."""
+
+    def __init__(self, std: float = 1.0):
+        super().__init__()
+        if not std > 0:
+            raise DWPError(f"the normal prior's std must be positive, got {std}")
+        self.std = float(std)
+
+    def kl(self, layer: nn.Module) -> torch.Tensor:
+        mu, var, log_var = layer.posterior()
+        s2 = self.std**2
+        return 0.5 * (var / s2 + mu * mu / s2 - 1.0 - log_var + math.log(s2)).sum()
+
+    def extra_repr(self) -> str:
+        return f"std={self.std:g}"
+
+
+# Kingma, Salimans & Welling (2015), eq. 13 (as used by the paper's reference implementation).
+_C1, _C2, _C3 = 1.16145124, -1.50204118, 0.58629921
+
+
+class LogUniformPrior(WeightPrior):
+    """The log-uniform prior p(|w|) ~ 1/|w| for the posterior N(mu, alpha mu^2), alpha < 1.
+
+    ``KL ~= sum(-0.5 log alpha - c1 alpha - c2 alpha^2 - c3 alpha^3)`` (up to a constant),
+    c1 = 1.16145124, c2 = -1.50204118, c3 = 0.58629921. Needs a log-uniform layer
+    (:class:`~dwp.nn.LogUniformConv2d`), whose ``log_alpha()`` it reads.
+    """
+
+    posterior = "log-uniform"
+
+    def check_layer(self, layer: nn.Module, name: str = "layer") -> None:
+        if hasattr(layer, "posterior") and not hasattr(layer, "log_alpha"):  # a Bayesian layer
+            raise DWPError(
+                f"the log-uniform prior needs a log-uniform posterior N(mu, alpha mu^2); {name} "
+                f"is a {type(layer).__name__} (use bayesianize(..., posterior='log-uniform'))"
+            )
+
+    def kl(self, layer: nn.Module) -> torch.Tensor:
+        if not hasattr(layer, "log_alpha"):
+            self.check_layer(layer)
+            raise DWPError(f"the log-uniform prior needs a log-uniform layer, got {layer}")
+        log_alpha = layer.log_alpha()
+        alpha = log_alpha.exp()
+        return (-0.5 * log_alpha - alpha * (_C1 + alpha * (_C2 + alpha * _C3))).sum()
+
+
+def kernel_view(weight: torch.Tensor) -> torch.Tensor:
+    """Every (out, in) kernel slice of a conv weight as a batch: (out*in, 1, kh, kw)."""
+    return weight.reshape(-1, 1, *weight.shape[-2:])  # (out*in, 1, k, k)
+
+
+def _kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, var) || N(0, I)) per row, summed over all but the first dimension."""
+    return 0.5 * (var + mu * mu - 1.0 - var.log()).flatten(1).sum(1)
+
+
+def _gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    return (-0.5 * ((x - mu) ** 2 / var + var.log() + _LOG_2PI)).flatten(1).sum(1)
+
+
+class DeepWeightPrior(WeightPrior):
+    """The Deep Weight Prior of a conv layer: a kernel VAE's implicit distribution over kernels.
+
+    Args:
+        vae: a kernel VAE (:class:`~dwp.priors.KernelVAE`, or any module with ``kernel_size``,
+            ``encode(w) -> (mu, var)``, ``decode(z) -> (mu, var)``, and ``encoder`` /
+            ``decoder`` submodules). Its decoder p(w | z) is the prior and is always frozen.
+        samples: draws of w ~ q and z ~ r(z | w) per kernel and step (the paper's 1).
+        train_encoder: also fit the encoder r(z | w) (it only tightens the bound); frozen by
+            default, as in the paper's experiments.
+    """
+
+    def __init__(self, vae: nn.Module, samples: int = 1, train_encoder: bool = False):
+        super().__init__()
+        if samples < 1:
+            raise DWPError(f"samples must be >= 1, got {samples}")
+        self.vae = vae
+        self.samples = int(samples)
+        self.train_encoder = bool(train_encoder)
+        self.generator: torch.Generator | None = None  # noise source (None: global RNG)
+        for p in vae.parameters():
+            p.requires_grad_(False)
+        if train_encoder:
+            for p in vae.encoder.parameters():
+                p.requires_grad_(True)
+
+    @classmethod
+    def from_dir(
+        cls, path: str | Path, samples: int = 1, train_encoder: bool = False,
+        map_location: str | torch.device | None = None,
+    ) -> DeepWeightPrior:  # fmt: skip
+        """Load the prior of a prior directory (``dwp prior train`` or ``dwp prior import``)."""
+        from dwp.priors.store import load_prior
+
+        vae, _ = load_prior(path, map_location=map_location)
+        prior = cls(vae, samples=samples, train_encoder=train_encoder)
+        prior.source = str(path)
+        return prior
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.vae.kernel_size)
+
+    def check_layer(self, layer: nn.Module, name: str = "layer") -> None:
+        shape = tuple(layer.weight.shape)
+        k = self.kernel_size
+        if len(shape) != 4 or shape[-2:] != (k, k):
+            got = f"{shape[-2]}x{shape[-1]} kernels" if len(shape) == 4 else f"weight {shape}"
+            where = getattr(self, "source", None)
+            raise DWPError(
+                f"this deep weight prior{f' ({where})' if where else ''} is for {k}x{k} "
+                f"kernels, but {name} has {got}"
+            )
+
+    def kl(self, layer: nn.Module) -> torch.Tensor:
+        """The auxiliary upper bound on KL(q || p) of the layer (a scalar tensor; see the module
+        docstring), estimated with ``samples`` draws."""
+        self.check_layer(layer)
+        mu, var, log_var = layer.posterior()
+        neg_entropy = -0.5 * (log_var + _LOG_2PI + 1.0).sum()
+        return neg_entropy - self.expected_log_prior(mu, var)
+
+    def expected_log_prior(self, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """Estimate of the lower bound ``E_q(w)[E_r log p(w|z) - KL(r(z|w) || p(z))]`` on
+        ``E_q log p(w)``, summed over kernels; ``mu``, ``var`` shaped like a conv weight."""
+        s = self.samples
+        mu_k, std_k = kernel_view(mu), kernel_view(var).sqrt()  # (M, 1, k, k)
+        shape = (s, *mu_k.shape)
+        eps = torch.randn(shape, generator=self.generator, device=mu.device, dtype=mu.dtype)
+        w = (mu_k + std_k * eps).reshape(-1, *mu_k.shape[1:])  # (s*M, 1, k, k)
+        z_mu, z_var = self.vae.encode(w)
+        eps_z = torch.randn(z_mu.shape, generator=self.generator, device=mu.device,
+                            dtype=mu.dtype)  # fmt: skip
+        z = z_mu + z_var.sqrt() * eps_z
+        x_mu, x_var = self.vae.decode(z)
+        elbo = _gaussian_log_prob(w, x_mu, x_var) - _kl_std_normal(z_mu, z_var)  # (s*M,)
+        return elbo.sum() / s
+
+    @torch.no_grad()
+    def sample_kernels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` kernels (n, 1, k, k): decoder means at z ~ N(0, I) (the paper's DWP init)."""
+        p = next(self.vae.parameters())
+        z = torch.randn(n, self.vae.z_dim, 1, 1, generator=generator, device=p.device,
+                        dtype=p.dtype)  # fmt: skip
+        return self.vae.decode(z)[0]
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, samples={self.samples}, " \
+               f"train_encoder={self.train_encoder}"  # fmt: skip

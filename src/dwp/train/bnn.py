@@ -1,0 +1,419 @@
+"""Bayesian CNN training on a small target set: the paper's main experiment.
+
+The network is FConv (widths 32 / 128 for MNIST) whose two conv layers are Bayesian (factorised
+Gaussian posterior, local reparameterization); the Linear classifier is deterministic.
+
+Objective (the negative ELBO; DESIGN.md): ``loss = N/B * (summed cross-entropy of the batch) +
+KL``, where the first term estimates the sum over the N training examples and KL is the sum over
+the Bayesian layers of KL(q || prior) (for the deep weight prior, its auxiliary upper bound),
+with weight 1 and no annealing. Adam, lr decayed linearly to 0 over the run; batch 256 (the
+whole set when N <= 256).
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per evaluation),
+``checkpoint.pt`` (model, optimiser, RNG states; the final model at the end) and, once
+finished, ``result.json``. Re-running a finished run returns its result; a killed run resumes
+from its last checkpoint and ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dwp.data import few_shot, load_dataset
+from dwp.errors import DWPError
+from dwp.eval import evaluate_bnn
+from dwp.io import atomic_path
+from dwp.kernels import load_kernel_file
+from dwp.nn import (
+    FConv,
+    Init,
+    Posterior,
+    bayesianize,
+    conv_layers,
+    init_conv_kernels,
+    kl_divergence,
+    set_noise_generator,
+)
+from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior
+
+__all__ = [
+    "BNN_FORMAT_VERSION",
+    "BNNConfig",
+    "PriorKind",
+    "build_bnn",
+    "load_bnn",
+    "train_bnn",
+]
+
+BNN_FORMAT_VERSION = 1
+_CONFIG, _METRICS, _CHECKPOINT, _RESULT = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoint.pt",
+    "result.json",
+)
+
+
+class PriorKind(StrEnum):
+    """The prior over the conv kernels."""
+
+    normal = "normal"
+    """Standard normal N(0, 1) per weight (closed-form KL)."""
+    log_uniform = "log-uniform"
+    """Log-uniform, with the posterior N(mu, alpha mu^2) of sparse variational dropout."""
+    dwp = "dwp"
+    """The deep weight prior: one kernel VAE per conv layer (``prior_dirs``)."""
+
+
+@dataclass
+class BNNConfig:
+    """One Bayesian CNN run. ``prior_dirs``: one prior directory per conv layer, in order
+    (needed by ``prior='dwp'`` and ``init='dwp'``); ``kernel_dirs``: one kernel-set directory
+    (or ``.npy`` file) per conv layer for ``init='filters'`` (default: the kernels each prior
+    was trained on). ``eval_every`` None: 10 evaluations per run."""
+
+    dataset: str = "mnist5k"
+    examples: int | None = 50
+    split_seed: int = 0
+    prior: PriorKind = PriorKind.normal
+    prior_dirs: tuple[str, ...] = ()
+    kernel_dirs: tuple[str, ...] = ()
+    init: Init = Init.xavier
+    hidden: tuple[int, int] = (32, 128)
+    epochs: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    seed: int = 0
+    eval_every: int | None = None
+    ens_samples: int = 10
+    dwp_samples: int = 1
+    train_encoder: bool = False
+    log_sigma2_init: float = -10.0
+    normal_std: float = 1.0
+    format_version: int = field(default=BNN_FORMAT_VERSION)
+
+    def __post_init__(self):
+        try:
+            self.prior = PriorKind(self.prior)
+            self.init = Init(self.init)
+        except ValueError as exc:
+            raise DWPError(str(exc)) from None
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
+        self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
+        checks = {
+            "examples": self.examples is None or self.examples >= 1,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "eval_every": self.eval_every is None or self.eval_every >= 1,
+            "ens_samples": self.ens_samples >= 1,
+            "dwp_samples": self.dwp_samples >= 1,
+            "normal_std": self.normal_std > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise DWPError(f"invalid Bayesian CNN config: {', '.join(bad)} out of range")
+        if (self.prior is PriorKind.dwp or self.init is Init.dwp) and not self.prior_dirs:
+            raise DWPError(
+                f"prior {self.prior.value} with init {self.init.value} needs --prior-dirs "
+                "(one prior directory per conv layer)"
+            )
+        if self.init is Init.filters and not (self.kernel_dirs or self.prior_dirs):
+            raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
+
+    @property
+    def evals_every(self) -> int:
+        return self.eval_every or max(1, self.epochs // 10)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(prior=self.prior.value, init=self.init.value, hidden=list(self.hidden),
+                 prior_dirs=list(self.prior_dirs), kernel_dirs=list(self.kernel_dirs))  # fmt: skip
+        return d
+
+
+def _load_dwp_priors(config: BNNConfig, names: list[str], device) -> dict[str, DeepWeightPrior]:
+    if not config.prior_dirs:
+        return {}
+    if len(config.prior_dirs) != len(names):
+        raise DWPError(
+            f"got {len(config.prior_dirs)} prior directories for {len(names)} conv layers "
+            f"({', '.join(names)}); give one per layer, in order"
+        )
+    return {
+        n: DeepWeightPrior.from_dir(d, config.dwp_samples, config.train_encoder, device)
+        for n, d in zip(names, config.prior_dirs, strict=True)
+    }
+
+
+def _kernel_sets(config: BNNConfig, names: list[str], priors: dict) -> dict:
+    dirs = list(config.kernel_dirs)
+    if not dirs:
+        for n in names:
+            stored = getattr(priors.get(n), "trained_on", None)
+            if not stored:
+                raise DWPError(
+                    f"the prior for {n} does not record its training kernels (an imported "
+                    "prior?); give --kernel-dirs"
+                )
+            dirs.append(stored)
+    if len(dirs) != len(names):
+        raise DWPError(f"got {len(dirs)} kernel sets for {len(names)} conv layers")
+    sets = {}
+    for n, d in zip(names, dirs, strict=True):
+        path = Path(d)
+        sets[n] = load_kernel_file(path / "train.npy" if path.is_dir() else path)
+    return sets
+
+
+def build_bnn(
+    config: BNNConfig,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """The Bayesian FConv of ``config``, initialised (deterministically from ``config.seed``)
+    and with its priors attached, on ``device``."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = FConv(config.hidden, in_channels, num_classes, image_size)
+        nn.init.xavier_normal_(model.fc.weight)  # the reference's classifier init
+        nn.init.zeros_(model.fc.bias)
+    model.to(device)
+    names = list(conv_layers(model))
+    dwp_priors = _load_dwp_priors(config, names, device)
+    for n, p in dwp_priors.items():
+        p.check_layer(conv_layers(model)[n], n)
+        p.trained_on = _trained_on(config.prior_dirs[names.index(n)])
+    if config.prior is PriorKind.dwp:
+        priors = dwp_priors
+    elif config.prior is PriorKind.log_uniform:
+        priors = LogUniformPrior()
+    else:
+        priors = NormalPrior(config.normal_std)
+    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init,
+                         posterior=Posterior.log_uniform if config.prior is PriorKind.log_uniform
+                         else Posterior.gaussian)  # fmt: skip
+    kernel_sets = _kernel_sets(config, names, dwp_priors) if config.init is Init.filters else None
+    init_conv_kernels(layers, config.init, priors=dwp_priors, kernel_sets=kernel_sets,
+                      generator=gen)  # fmt: skip
+    return model
+
+
+def _trained_on(prior_dir: str) -> str | None:
+    try:
+        meta = json.loads((Path(prior_dir) / "prior.json").read_text())
+    except (OSError, ValueError):
+        return None
+    stored = meta.get("training", {}).get("kernels")
+    return stored if stored and (Path(stored) / "train.npy").is_file() else None
+
+
+def _read_config(run: Path) -> dict | None:
+    try:
+        return json.loads((run / _CONFIG).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise DWPError(f"{run / _CONFIG} is not valid JSON ({exc})") from None
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _check_same_config(run: Path, config: BNNConfig) -> None:
+    stored = _read_config(run)
+    if stored is None:
+        return
+    want = config.to_dict()
+    diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+    if diff:
+        k = diff[0]
+        raise DWPError(
+            f"{run} holds a run with another config ({k}: {stored.get(k)!r} there, "
+            f"{want.get(k)!r} now); use another --out or delete it"
+        )
+
+
+def _data_term(logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """N/B * summed cross-entropy of the batch: an unbiased estimate of the dataset's sum."""
+    return F.cross_entropy(logits, y, reduction="sum") * (n / len(y))
+
+
+def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, BNNConfig]:
+    """The model of a run directory (its last checkpoint) and the run's config."""
+    run = Path(run)
+    stored = _read_config(run)
+    if stored is None or not (run / _CHECKPOINT).is_file():
+        raise DWPError(f"{run} is not a Bayesian CNN run (needs {_CONFIG} and {_CHECKPOINT})")
+    config = BNNConfig(**stored)
+    ckpt = torch.load(run / _CHECKPOINT, map_location=device, weights_only=True)
+    ds = ckpt["data_shape"]
+    model = build_bnn(config, ds["channels"], ds["classes"], ds["size"], device)
+    model.load_state_dict(ckpt["model"])
+    return model, config
+
+
+def train_bnn(
+    config: BNNConfig,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    data_root=None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train (or resume, or just read back) the run ``out``; returns ``result.json``'s dict.
+
+    ``on_epoch`` receives ``{"epoch", "epochs", "loss", "data_term", "kl", "train_acc"}`` after
+    every epoch; ``on_eval`` each evaluation record as written to ``metrics.jsonl``.
+    Raises :class:`DWPError` if the loss becomes NaN or infinite (naming the step).
+    """
+    out = Path(out)
+    device = torch.device(device)
+    _check_same_config(out, config)
+    result_path = out / _RESULT
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+
+    ds = load_dataset(config.dataset, data_root)
+    train = few_shot(ds.train, config.examples, config.split_seed) if config.examples else ds.train
+    x_all, y_all = train.images.to(device), train.labels.to(device)
+    n = len(train)
+    channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
+    model = build_bnn(config, channels, ds.num_classes, size, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    batch = min(config.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch)
+    total = steps_per_epoch * config.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total)
+    data_gen = torch.Generator().manual_seed(config.seed + 1)
+    noise_gen = torch.Generator(device).manual_seed(config.seed + 2)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / _CONFIG, config.to_dict())
+    start_epoch, wall = 0, 0.0
+    ckpt_path = out / _CHECKPOINT
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        data_gen.set_state(ckpt["data_rng"])
+        noise_gen.set_state(ckpt["noise_rng"])
+        start_epoch, wall = ckpt["epoch"], ckpt["wall_s"]
+    _truncate_metrics(out / _METRICS, start_epoch)
+
+    data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
+    every = config.evals_every
+    set_noise_generator(model, noise_gen)
+    model.train()
+    t0 = time.perf_counter()
+    record = None
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        sums = torch.zeros(4, device=device)  # data term, kl, correct, batches
+        order = torch.randperm(n, generator=data_gen).to(device)
+        for i in range(0, n, batch):
+            idx = order[i : i + batch]
+            x, y = x_all[idx], y_all[idx]
+            logits = model(x)
+            data = _data_term(logits, y, n)
+            kl = kl_divergence(model)
+            loss = data + kl
+            if not torch.isfinite(loss):
+                step = (epoch - 1) * steps_per_epoch + i // batch + 1
+                d, k = float(data.detach()), float(kl.detach())
+                raise DWPError(
+                    f"the loss became {d + k} at step {step} (epoch {epoch}; data term {d:.4g}, "
+                    f"KL {k:.4g}); try a lower --lr"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                correct = (logits.argmax(1) == y).sum()
+                sums += torch.stack([data.detach(), kl.detach(), correct.to(sums.dtype),
+                                     torch.ones((), device=device)])  # fmt: skip
+        data_m, kl_m, correct, batches = sums.tolist()
+        figures = {"epoch": epoch, "epochs": config.epochs, "data_term": data_m / batches,
+                   "kl": kl_m / batches, "train_acc": correct / n}  # fmt: skip
+        figures["loss"] = figures["data_term"] + figures["kl"]
+        if on_epoch is not None:
+            on_epoch(figures)
+        if epoch % every == 0 or epoch == config.epochs:
+            eval_gen = torch.Generator(device).manual_seed(config.seed * 1_000_003 + epoch)
+            set_noise_generator(model, eval_gen)
+            test = evaluate_bnn(model, ds.test.images, ds.test.labels, config.ens_samples)
+            set_noise_generator(model, noise_gen)
+            model.train()
+            elapsed = wall + time.perf_counter() - t0
+            record = {**figures, "step": epoch * steps_per_epoch,
+                      "lr": sched.get_last_lr()[0], **test, "seconds": elapsed}  # fmt: skip
+            del record["epochs"]
+            with open(out / _METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            ckpt = {"format_version": BNN_FORMAT_VERSION, "epoch": epoch, "wall_s": elapsed,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "data_rng": data_gen.get_state(),
+                    "noise_rng": noise_gen.get_state(), "data_shape": data_shape,
+                    "config": config.to_dict()}  # fmt: skip
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(ckpt, tmp)
+            if on_eval is not None:
+                on_eval(record)
+    if record is None:  # resumed from the final checkpoint, killed before result.json
+        record = _last_metrics(out / _METRICS)
+    result = {
+        "ens_acc": record["ens_acc"],
+        "sample_acc": record["sample_acc"],
+        "det_acc": record["det_acc"],
+        "nll": record["nll"],
+        "ece": record["ece"],
+        "wall_s": record["seconds"],
+        "epochs": config.epochs,
+        "steps": total,
+        "examples": n,
+        "test_examples": len(ds.test),
+        "train_acc": record["train_acc"],
+        "kl": record["kl"],
+        "data_term": record["data_term"],
+        "prior": config.prior.value,
+        "init": config.init.value,
+        "split_seed": config.split_seed,
+        "device": str(device),
+    }
+    _write_json(result_path, result)
+    return result
+
+
+def _truncate_metrics(path: Path, epoch: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip()
+            and json.loads(ln)["epoch"] <= epoch]  # fmt: skip
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _last_metrics(path: Path) -> dict:
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    return json.loads(lines[-1])

@@ -1,0 +1,198 @@
+"""Bayesian CNN runs: the `dwp bnn train` command, resume, idempotence, errors, imports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dwp.cli import main
+from dwp.data import load_dataset
+from dwp.errors import DWPError
+from dwp.eval import predict_proba
+from dwp.kernels import KernelConfig, extract_kernels
+from dwp.nn import BayesConv2d, FConv, LogUniformConv2d
+from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior
+from dwp.train import bnn as bnn_mod
+from dwp.train.bnn import BNNConfig, load_bnn, train_bnn
+from dwp.train.prior import PriorTrainConfig, fit_prior
+
+from conftest import make_idx_set, write_reference
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny MNIST-format dataset and 7x7 / 5x5 priors fitted to kernels of random nets."""
+    root = tmp_path_factory.mktemp("bnn")
+    make_idx_set(root / "data", n_train=40, n_test=30)
+    torch.manual_seed(0)
+    nets = [FConv((4, 8)) for _ in range(3)]
+    extract_kernels(nets, root / "kernels", KernelConfig(min_norm=0.0))
+    cfg = PriorTrainConfig(epochs=2)
+    for layer in ("conv1", "conv2"):
+        fit_prior(root / "kernels" / layer, root / f"prior-{layer}", cfg, torch.device("cpu"))
+    return {"root": root, "data": str(root / "data"),
+            "priors": [str(root / "prior-conv1"), str(root / "prior-conv2")]}  # fmt: skip
+
+
+def _args(setup, out, *extra):
+    return ["bnn", "train", "--out", str(out), "--dataset", "mnist", "--data-root",
+            setup["data"], "--examples", "20", "--hidden", "4", "8", "--epochs", "3",
+            "--eval-every", "2", "--ens-samples", "3", "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_bnn_train(setup, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _args(setup, out, "--prior", "dwp", "--init", "dwp", "--prior-dirs", *setup["priors"])
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "prior dwp, init dwp, 20 examples" in printed
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt", "config.json", "metrics.jsonl", "result.json"]  # fmt: skip
+    config = json.loads((out / "config.json").read_text())
+    assert config["prior"] == "dwp" and config["epochs"] == 3 and config["examples"] == 20
+    assert len(config["prior_dirs"]) == 2
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [2, 3]
+    for key in ("data_term", "kl", "train_acc", "ens_acc", "sample_acc", "det_acc", "nll", "ece"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    result = json.loads((out / "result.json").read_text())
+    for key in ("ens_acc", "sample_acc", "det_acc", "nll", "ece", "wall_s"):
+        assert key in result
+    assert 0 <= result["ens_acc"] <= 1 and result["nll"] > 0 and result["test_examples"] == 30
+    # re-running a finished run does nothing
+    stamp = (out / "result.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "not re-running" in capsys.readouterr().err
+    assert (out / "result.json").stat().st_mtime_ns == stamp
+    # the saved model is the run's model: its layers carry the DWP prior
+    model, cfg = load_bnn(out)
+    assert isinstance(model.conv1, BayesConv2d) and isinstance(model.conv1.prior, DeepWeightPrior)
+    assert model.conv2.prior.kernel_size == 5 and cfg.prior == "dwp"
+
+
+@pytest.mark.parametrize(
+    ("prior", "init", "layer", "prior_cls"),
+    [
+        ("normal", "filters", BayesConv2d, NormalPrior),
+        ("log-uniform", "xavier", LogUniformConv2d, LogUniformPrior),
+    ],
+)
+def test_bnn_train_other_priors(setup, tmp_path, prior, init, layer, prior_cls):
+    out = tmp_path / "run"
+    extra = ["--prior", prior, "--init", init]
+    if init == "filters":  # the kernels come from the priors' records of their training sets
+        extra += ["--prior-dirs", setup["priors"][0], "--prior-dirs", setup["priors"][1]]
+    assert main(_args(setup, out, *extra)) == 0
+    model, _ = load_bnn(out)
+    assert isinstance(model.conv1, layer) and isinstance(model.conv2.prior, prior_cls)
+    if init == "filters":
+        bank = np.load(setup["root"] / "kernels" / "conv1" / "train.npy").reshape(-1, 49)
+        first = model.conv1.weight.detach()  # trained for 3 epochs: close to the bank still
+        dist = torch.cdist(first.reshape(-1, 49).double(), torch.from_numpy(bank).double())
+        assert float(dist.min(1).values.max()) < 0.05
+
+
+def _strip_time(records):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "wall_s")} for r in records]
+
+
+def test_killed_run_resumes_to_the_same_result(setup, tmp_path):
+    cfg = BNNConfig(dataset="mnist", examples=20, hidden=(4, 8), epochs=5, eval_every=2,
+                    ens_samples=2, prior="dwp", prior_dirs=tuple(setup["priors"]))  # fmt: skip
+    full = tmp_path / "full"
+    r_full = train_bnn(cfg, full, data_root=setup["data"])
+
+    def die(m):
+        if m["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        train_bnn(cfg, part, data_root=setup["data"], on_epoch=die)
+    assert not (part / "result.json").exists()
+    assert torch.load(part / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    epochs = []
+    r_part = train_bnn(cfg, part, data_root=setup["data"], on_epoch=lambda m: epochs.append(m))
+    assert [m["epoch"] for m in epochs] == [3, 4, 5]  # resumed after the checkpoint
+    lines = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert _strip_time(lines(part)) == _strip_time(lines(full))
+    assert _strip_time([r_part]) == _strip_time([r_full])
+    a, _ = load_bnn(full)
+    b, _ = load_bnn(part)
+    for (n, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+
+
+def test_other_config_in_the_run_directory_is_refused(setup, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(setup, out)) == 0
+    assert main(_args(setup, out, "--lr", "0.01")) == 2
+    err = capsys.readouterr().err
+    assert "another config (lr: 0.001 there, 0.01 now)" in err and "Traceback" not in err
+
+
+def test_nan_loss_stops_with_the_step(setup, tmp_path, capsys, monkeypatch):
+    calls = {"n": 0}
+    real = bnn_mod._data_term
+
+    def poisoned(logits, y, n):
+        calls["n"] += 1
+        value = real(logits, y, n)
+        return value * float("nan") if calls["n"] == 2 else value
+
+    monkeypatch.setattr(bnn_mod, "_data_term", poisoned)
+    assert main(_args(setup, tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the loss became nan at step 2 (epoch 2")
+
+
+def test_wrong_priors_are_one_line_errors(setup, tmp_path, capsys):
+    swapped = ["--prior", "dwp", "--prior-dirs", *reversed(setup["priors"])]
+    assert main(_args(setup, tmp_path / "a", *swapped)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is for 5x5 kernels, but conv1 has 7x7 kernels" in err and "\n" not in err
+    assert main(_args(setup, tmp_path / "b", "--prior", "dwp")) == 2
+    assert "needs --prior-dirs" in capsys.readouterr().err
+    assert main(_args(setup, tmp_path / "c", "--prior", "dwp", "--prior-dirs",
+                      setup["priors"][0])) == 2  # fmt: skip
+    assert "1 prior directories for 2 conv layers" in capsys.readouterr().err
+    assert main(_args(setup, tmp_path / "d", "--prior", "dwp", "--prior-dirs",
+                      str(tmp_path / "nope"), str(tmp_path / "nope"))) == 2  # fmt: skip
+    assert "error:" in capsys.readouterr().err
+
+
+def test_imported_reference_priors_work_unchanged(setup, tmp_path, capsys):
+    dirs = []
+    for k, z, h in ((7, 2, 32), (5, 4, 64)):
+        write_reference(tmp_path / f"ref{k}", k, z, h)
+        assert main(["prior", "import", str(tmp_path / f"ref{k}"), "--out",
+                     str(tmp_path / f"p{k}")]) == 0  # fmt: skip
+        dirs.append(str(tmp_path / f"p{k}"))
+    out = tmp_path / "run"
+    assert main(_args(setup, out, "--prior", "dwp", "--init", "dwp", "--prior-dirs", *dirs)) == 0
+    assert json.loads((out / "result.json").read_text())["prior"] == "dwp"
+    # filters need kernels, which an imported prior does not record
+    assert main(_args(setup, tmp_path / "f", "--init", "filters", "--prior-dirs", *dirs)) == 2
+    assert "give --kernel-dirs" in capsys.readouterr().err
+
+
+def test_loaded_model_predicts_like_the_trained_one(setup, tmp_path):
+    cfg = BNNConfig(dataset="mnist", examples=20, hidden=(4, 8), epochs=2, ens_samples=2)
+    out = tmp_path / "run"
+    result = train_bnn(cfg, out, data_root=setup["data"])
+    model, _ = load_bnn(out)
+    test = load_dataset("mnist", setup["data"]).test
+    probs = predict_proba(model, test.images, mode="mean")[0]
+    assert float((probs.argmax(1) == test.labels).double().mean()) == result["det_acc"]
+
+
+def test_config_validation():
+    with pytest.raises(DWPError, match="epochs"):
+        BNNConfig(epochs=0)
+    with pytest.raises(DWPError, match="needs --prior-dirs"):
+        BNNConfig(init="dwp")
+    with pytest.raises(DWPError):
+        BNNConfig(prior="laplace")
