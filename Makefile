@@ -17,7 +17,8 @@ setup: $(STAMP)
 
 # The quick configuration of the pipeline: 10 source nets of width 64/128 for 3 epochs on 10000
 # rendered letters, their kernels, a prior per layer (the 5x5 one on 20000 kernels, few epochs);
-# then a 7x7 prior on the shipped kernels of paper-protocol nets (data/kernels/letters-fconv).
+# then a 7x7 prior on the shipped kernels of paper-protocol nets (data/kernels/letters-fconv);
+# then two short Bayesian CNN runs on 50 MNIST digits (standard normal and deep weight prior).
 quick: $(STAMP)
 	$(DWP) data list
 	$(DWP) data preview letters --out $(OUT)/letters.png
@@ -36,6 +37,9 @@ quick: $(STAMP)
 	$(DWP) prior sample --prior $(OUT)/prior-conv2 --out $(OUT)/prior-conv2.png
 	$(DWP) prior train --kernels data/kernels/letters-fconv/conv1 --out $(OUT)/prior-paper-conv1
 	$(DWP) prior sample --prior $(OUT)/prior-paper-conv1 --out $(OUT)/prior-paper-conv1.png
+	$(DWP) bnn train --prior normal --epochs 50 --eval-every 25 --out $(OUT)/bnn-normal
+	$(DWP) bnn train --prior dwp --prior-dirs $(OUT)/prior-conv1 $(OUT)/prior-conv2 \
+		--epochs 50 --eval-every 25 --out $(OUT)/bnn-dwp
 	@cat $(OUT)/prior-conv1/eval.json $(OUT)/prior-conv2/eval.json
 
 test: $(STAMP)

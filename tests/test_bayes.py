@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import distributions as D
@@ -31,6 +32,9 @@ from dwp.priors import (
     LogUniformPrior,
     NormalPrior,
     default_vae_config,
+    kernel_summary,
+    load_prior,
+    rescale_prior,
     save_prior,
 )
 
@@ -189,6 +193,7 @@ class LinearGaussianVAE(nn.Module):
         return D.MultivariateNormal(self.b, self.A @ self.A.T + torch.diag(self.d))
 
 
+@torch.no_grad()
 def _exact_kl(layer, vae):
     mu, var, _ = layer.posterior()
     q = D.MultivariateNormal(mu.reshape(-1, 9), torch.diag_embed(var.reshape(-1, 9)))
@@ -381,3 +386,30 @@ def test_predict_proba_modes():
     det = predict_proba(model, x, samples=4, mode="mean")
     assert det.shape == (1, 5, 3)
     assert model[0].mode == "sample"  # restored
+
+
+def test_rescaled_prior_is_the_scaled_density(tmp_path):
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(5, scale=0.02))
+    kernels = (np.random.default_rng(0).normal(size=(50, 1, 5, 5)) * 0.02).astype(np.float32)
+    median = float(np.median(np.sqrt((kernels.astype(np.float64) ** 2).sum((1, 2, 3)))))
+    save_prior(vae, tmp_path / "p", kernel_stats={"train": kernel_summary(kernels), "test": None},
+               metrics={"test": {"elbo_per_kernel": 10.0}})  # fmt: skip
+    _, info = rescale_prior(tmp_path / "p", tmp_path / "q", median_norm=2 * median)
+    c = info["rescaled"]["factor"]
+    assert c == pytest.approx(2.0, rel=1e-5)
+    scaled, meta = load_prior(tmp_path / "q")
+    w = torch.from_numpy(kernels)
+    with torch.no_grad():
+        a = vae.elbo(w, torch.Generator().manual_seed(0))
+        b = scaled.elbo(w * c, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(b, a - 25 * math.log(c), rtol=0, atol=1e-3)
+    assert meta["kernel_stats"]["train"]["norm_quantiles"]["0.5"] == pytest.approx(2 * median)
+    assert meta["metrics"]["test"]["elbo_per_kernel"] == pytest.approx(10 - 25 * math.log(c))
+    _, again = rescale_prior(tmp_path / "q", tmp_path / "r", factor=3.0)
+    assert again["rescaled"]["factor"] == pytest.approx(6.0, rel=1e-5)
+    save_prior(vae, tmp_path / "bare")
+    with pytest.raises(DWPError, match="give the factor"):
+        rescale_prior(tmp_path / "bare", tmp_path / "x", median_norm=1.0)
+    with pytest.raises(DWPError, match="positive"):
+        rescale_prior(tmp_path / "bare", tmp_path / "x", factor=-1.0)

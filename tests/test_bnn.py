@@ -14,9 +14,9 @@ from dwp.errors import DWPError
 from dwp.eval import predict_proba
 from dwp.kernels import KernelConfig, extract_kernels
 from dwp.nn import BayesConv2d, FConv, LogUniformConv2d
-from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior
+from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior, rescale_prior
 from dwp.train import bnn as bnn_mod
-from dwp.train.bnn import BNNConfig, load_bnn, train_bnn
+from dwp.train.bnn import BNNConfig, build_bnn, load_bnn, train_bnn
 from dwp.train.prior import PriorTrainConfig, fit_prior
 
 from conftest import make_idx_set, write_reference
@@ -196,3 +196,15 @@ def test_config_validation():
         BNNConfig(init="dwp")
     with pytest.raises(DWPError):
         BNNConfig(prior="laplace")
+
+
+def test_filters_init_follows_a_rescaled_prior(setup, tmp_path):
+    scaled = []
+    for i, d in enumerate(setup["priors"]):
+        rescale_prior(d, tmp_path / f"p{i}", factor=10.0)
+        scaled.append(str(tmp_path / f"p{i}"))
+    cfg = BNNConfig(hidden=(4, 8), init="filters", prior_dirs=tuple(scaled))
+    model = build_bnn(cfg, 1, 10, 28)
+    bank = np.load(setup["root"] / "kernels" / "conv2" / "train.npy").reshape(-1, 25) * 10
+    w = model.conv2.weight.detach().reshape(-1, 25).double()
+    assert float(torch.cdist(w, torch.from_numpy(bank).double()).min(1).values.max()) < 1e-5

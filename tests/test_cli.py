@@ -29,6 +29,7 @@ SMOKE_TESTED = {
     ("prior", "eval"): "test_prior_eval",
     ("prior", "sample"): "test_prior_sample",
     ("prior", "import"): "test_prior_import",
+    ("prior", "rescale"): "test_prior_rescale",
     ("bnn", "train"): "test_bnn.py::test_bnn_train",
 }
 
@@ -260,6 +261,17 @@ def test_prior_import(tmp_path, capsys):
     np.save(tmp_path / "k.npy", np.random.default_rng(0).normal(size=(5, 1, 7, 7)) * 0.1)
     assert main(["prior", "eval", "--prior", str(tmp_path / "p"), "--kernels",
                  str(tmp_path / "k.npy"), "--iw-samples", "0"]) == 0  # fmt: skip
+
+
+def test_prior_rescale(pipeline, tmp_path, capsys):
+    out = tmp_path / "scaled"
+    assert main(["prior", "rescale", str(pipeline["prior"]), "--out", str(out),
+                 "--median-norm", "1.35"]) == 0  # fmt: skip
+    assert "7x7 prior over its training kernels scaled by" in capsys.readouterr().out
+    meta = json.loads((out / "prior.json").read_text())
+    assert meta["kernel_stats"]["train"]["norm_quantiles"]["0.5"] == pytest.approx(1.35)
+    assert main(["prior", "rescale", str(pipeline["prior"]), "--out", str(out)]) == 2
+    assert "exactly one of --median-norm and --factor" in capsys.readouterr().err
 
 
 def test_prior_train_options(pipeline, tmp_path):

@@ -435,6 +435,34 @@ def prior_import(
     typer.echo(f"imported {k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden}) -> {out}")
 
 
+@prior_app.command("rescale")
+def prior_rescale(
+    prior: Annotated[Path, typer.Argument(help="Prior directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+    median_norm: Annotated[
+        float | None,
+        typer.Option(help="Median L2 norm the training kernels should have.", show_default=False),
+    ] = None,
+    factor: Annotated[
+        float | None,
+        typer.Option(help="Scale factor c (instead of --median-norm).", show_default=False),
+    ] = None,
+) -> None:
+    """Copy a prior to kernels scaled by c: p_c(w) = p(w / c) / c^(k*k), exactly. The scale of
+    source kernels is a gauge (LeakyReLU and max-pool are positively homogeneous), so this
+    moves a prior to the scale a target net is trained at."""
+    from dwp.priors import rescale_prior
+
+    if (median_norm is None) == (factor is None):
+        raise DWPError("give exactly one of --median-norm and --factor")
+    vae, info = rescale_prior(prior, out, factor=factor, median_norm=median_norm)
+    k = vae.kernel_size
+    typer.echo(
+        f"{k}x{k} prior over its training kernels scaled by {info['rescaled']['factor']:.6g}"
+        f" -> {out} (VAE scale {vae.config.scale:.6g})"
+    )
+
+
 bnn_app = typer.Typer(help="Bayesian CNNs on small target sets.", no_args_is_help=True)
 app.add_typer(bnn_app, name="bnn")
 
@@ -510,6 +538,9 @@ def bnn_train(
             help="Fit the DWP encoder r(z|w) jointly (tightens the bound).",
         ),
     ] = False,
+    log_sigma2_init: Annotated[
+        float, typer.Option(help="Initial log-variance of the Gaussian posteriors (paper: -10).")
+    ] = -10.0,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
@@ -536,6 +567,7 @@ def bnn_train(
         ens_samples=ens_samples,
         dwp_samples=dwp_samples,
         train_encoder=train_encoder,
+        log_sigma2_init=log_sigma2_init,
     )
     dev = resolve_device(device)
     if (out / "result.json").is_file():

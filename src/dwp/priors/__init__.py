@@ -1,7 +1,13 @@
 """Priors: weight priors for Bayesian layers (standard normal, log-uniform, the Deep Weight
 Prior), the kernel VAEs behind the DWP, and their storage."""
 
-from dwp.priors.store import import_reference_prior, kernel_summary, load_prior, save_prior
+from dwp.priors.store import (
+    import_reference_prior,
+    kernel_summary,
+    load_prior,
+    rescale_prior,
+    save_prior,
+)
 from dwp.priors.vae import ARCHITECTURES, KernelVAE, VAEConfig, default_vae_config
 from dwp.priors.weight import (
     DeepWeightPrior,
@@ -24,5 +30,6 @@ __all__ = [
     "kernel_summary",
     "kernel_view",
     "load_prior",
+    "rescale_prior",
     "save_prior",
 ]

@@ -6,7 +6,9 @@ trained, statistics of its kernels, final metrics) and ``weights.pt`` (the state
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "import_reference_prior",
     "kernel_summary",
     "load_prior",
+    "rescale_prior",
     "save_prior",
 ]
 
@@ -174,5 +177,62 @@ def import_reference_prior(ref_dir: str | Path, out: str | Path) -> tuple[Kernel
             f"z_dim {config.z_dim}, hidden_dim {config.hidden} ({detail})"
         ) from exc
     info = {"imported_from": str(ref_dir.resolve()), "reference_params": params}
+    save_prior(vae, out, **info)
+    return vae.eval(), info
+
+
+def _median_norm(meta: dict) -> float | None:
+    try:
+        return float(meta["kernel_stats"]["train"]["norm_quantiles"]["0.5"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def rescale_prior(
+    src: str | Path,
+    out: str | Path,
+    factor: float | None = None,
+    median_norm: float | None = None,
+) -> tuple[KernelVAE, dict]:
+    """Write a copy of the prior ``src`` over kernels scaled by ``factor``: the density
+    ``p_c(w) = p(w / c) / c^(k*k)``, exactly (the VAE's ``scale`` is multiplied by c).
+
+    Give ``factor``, or ``median_norm``: the median L2 norm the prior's training kernels should
+    have (the factor is then that over their recorded median). Why: in FConv the LeakyReLU and
+    max-pool are positively homogeneous, so scaling a conv layer's kernels and bias by c and the
+    next layer's weights by 1/c computes the same function; the scale of source kernels is a
+    gauge that the L2 penalty and the optimiser's run length fix, not the data. Recorded
+    statistics and ELBOs are converted; ``rescaled.factor`` accumulates over rescalings (the
+    ``filters`` initialisation multiplies the recorded training kernels by it).
+    """
+    if (factor is None) == (median_norm is None):
+        raise DWPError("give exactly one of factor and median_norm")
+    src, out = Path(src), Path(out)
+    vae, meta = load_prior(src)
+    if median_norm is not None:
+        current = _median_norm(meta)
+        if current is None:
+            raise DWPError(
+                f"{src} records no statistics of its training kernels (an imported prior?); "
+                "give the factor instead of a median norm"
+            )
+        factor = median_norm / current
+    if not (factor > 0 and math.isfinite(factor)):
+        raise DWPError(f"the scale factor must be positive and finite, got {factor}")
+    k2 = vae.kernel_size**2
+    vae.config = dataclasses.replace(vae.config, scale=vae.config.scale * factor)
+    info = {key: v for key, v in meta.items() if key not in ("format", "format_version", "vae")}
+    for part in (info.get("kernel_stats") or {}).values():
+        if part:
+            part["norm_quantiles"] = {q: v * factor for q, v in part["norm_quantiles"].items()}
+            part["pixel_mean"] *= factor
+            part["pixel_std"] *= factor
+    shift = -k2 * math.log(factor)  # log-densities of scaled kernels
+    for part in (info.get("metrics") or {}).values():
+        for key in ("elbo_per_kernel", "iw_log_likelihood_per_kernel"):
+            if key in part:
+                part[key] += shift
+    previous = meta.get("rescaled", {}).get("factor", 1.0)
+    info["rescaled"] = {"factor": previous * factor, "from": str(src.resolve())}
     save_prior(vae, out, **info)
     return vae.eval(), info

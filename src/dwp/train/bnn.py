@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -159,8 +160,17 @@ def _load_dwp_priors(config: BNNConfig, names: list[str], device) -> dict[str, D
 
 
 def _kernel_sets(config: BNNConfig, names: list[str], priors: dict) -> dict:
-    dirs = list(config.kernel_dirs)
-    if not dirs:
+    """Kernel sets for the ``filters`` init: ``kernel_dirs`` as given, else each prior's
+    training kernels (scaled like the prior, if it was rescaled)."""
+    if config.kernel_dirs:
+        if len(config.kernel_dirs) != len(names):
+            raise DWPError(
+                f"got {len(config.kernel_dirs)} kernel sets for {len(names)} conv layers "
+                f"({', '.join(names)}); give one per layer, in order"
+            )
+        sources = [(d, 1.0) for d in config.kernel_dirs]
+    else:
+        sources = []
         for n in names:
             stored = getattr(priors.get(n), "trained_on", None)
             if not stored:
@@ -168,13 +178,12 @@ def _kernel_sets(config: BNNConfig, names: list[str], priors: dict) -> dict:
                     f"the prior for {n} does not record its training kernels (an imported "
                     "prior?); give --kernel-dirs"
                 )
-            dirs.append(stored)
-    if len(dirs) != len(names):
-        raise DWPError(f"got {len(dirs)} kernel sets for {len(names)} conv layers")
+            sources.append(stored)
     sets = {}
-    for n, d in zip(names, dirs, strict=True):
+    for n, (d, factor) in zip(names, sources, strict=True):
         path = Path(d)
-        sets[n] = load_kernel_file(path / "train.npy" if path.is_dir() else path)
+        kernels = load_kernel_file(path / "train.npy" if path.is_dir() else path)
+        sets[n] = kernels * np.float32(factor) if factor != 1.0 else kernels
     return sets
 
 
@@ -215,13 +224,16 @@ def build_bnn(
     return model
 
 
-def _trained_on(prior_dir: str) -> str | None:
+def _trained_on(prior_dir: str) -> tuple[str, float] | None:
+    """The training-kernel directory a prior records, and the factor it was rescaled by."""
     try:
         meta = json.loads((Path(prior_dir) / "prior.json").read_text())
     except (OSError, ValueError):
         return None
     stored = meta.get("training", {}).get("kernels")
-    return stored if stored and (Path(stored) / "train.npy").is_file() else None
+    if not stored or not (Path(stored) / "train.npy").is_file():
+        return None
+    return stored, float(meta.get("rescaled", {}).get("factor", 1.0))
 
 
 def _read_config(run: Path) -> dict | None:
