@@ -124,20 +124,42 @@ class BayesLayer(nn.Module):
 
 
 class _GaussianMixin(BayesLayer):
-    def _init_gaussian(self, log_sigma2_init: float) -> None:
-        w = self.weight
-        self.log_sigma2 = nn.Parameter(torch.full_like(w, log_sigma2_init, requires_grad=True))
+    """Posterior N(weight, exp(log_sigma2)); the layer's own arguments, then keyword-only
+    ``log_sigma2_init``, ``mode`` and ``prior``."""
+
+    def __init__(self, *args, log_sigma2_init: float = -10.0, mode: Mode | str = Mode.sample,
+                 prior: nn.Module | None = None, **kwargs):  # fmt: skip
+        super().__init__(*args, **kwargs)  # the ordinary layer's constructor
         self.log_sigma2_init = log_sigma2_init
+        self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, log_sigma2_init))
+        self._init_bayes(mode, prior)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "log_sigma2"):  # not yet there while the base constructor runs
+            with torch.no_grad():
+                self.log_sigma2.fill_(self.log_sigma2_init)
 
     def posterior(self):
         return self.weight, self.log_sigma2.exp(), self.log_sigma2
 
 
 class _LogUniformMixin(BayesLayer):
-    def _init_log_uniform(self, alpha_logit_init: float) -> None:
-        w = self.weight
-        self.alpha_logit = nn.Parameter(torch.full_like(w, alpha_logit_init, requires_grad=True))
+    """Posterior N(weight, alpha weight^2), alpha = sigmoid(alpha_logit); the layer's own
+    arguments, then keyword-only ``alpha_logit_init``, ``mode`` and ``prior``."""
+
+    def __init__(self, *args, alpha_logit_init: float = -2.0, mode: Mode | str = Mode.sample,
+                 prior: nn.Module | None = None, **kwargs):  # fmt: skip
+        super().__init__(*args, **kwargs)
         self.alpha_logit_init = alpha_logit_init
+        self.alpha_logit = nn.Parameter(torch.full_like(self.weight, alpha_logit_init))
+        self._init_bayes(mode, prior)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "alpha_logit"):
+            with torch.no_grad():
+                self.alpha_logit.fill_(self.alpha_logit_init)
 
     def log_alpha(self) -> torch.Tensor:
         """log alpha = log sigmoid(a), computed stably."""
@@ -169,73 +191,29 @@ class _LinearMixin:
 class BayesConv2d(_ConvMixin, _GaussianMixin, nn.Conv2d):
     """``nn.Conv2d`` with a factorised Gaussian posterior N(weight, exp(log_sigma2)).
 
-    Same positional and keyword arguments as ``nn.Conv2d``; then ``log_sigma2_init`` (-10, the
-    paper's), ``mode`` (``sample`` or ``mean``) and ``prior`` (a :mod:`dwp.priors` module).
+    ``BayesConv2d(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+    groups=1, bias=True, padding_mode='zeros', device=None, dtype=None, *,
+    log_sigma2_init=-10.0, mode='sample', prior=None)``: ``nn.Conv2d``'s arguments, then the
+    initial log-variance (the paper's -10), the mode and the prior.
     """
-
-    def __init__(self, *args, log_sigma2_init: float = -10.0, mode: Mode | str = Mode.sample,
-                 prior: nn.Module | None = None, **kwargs):  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self._init_gaussian(log_sigma2_init)
-        self._init_bayes(mode, prior)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "log_sigma2"):
-            with torch.no_grad():
-                self.log_sigma2.fill_(self.log_sigma2_init)
 
 
 class LogUniformConv2d(_ConvMixin, _LogUniformMixin, nn.Conv2d):
     """``nn.Conv2d`` with the posterior N(weight, alpha weight^2), alpha = sigmoid(alpha_logit).
 
-    Same arguments as ``nn.Conv2d``; then ``alpha_logit_init`` (-2, the paper's: alpha 0.12),
-    ``mode`` and ``prior``.
+    ``nn.Conv2d``'s arguments, then keyword-only ``alpha_logit_init`` (-2, the paper's: alpha
+    0.12), ``mode`` and ``prior``.
     """
-
-    def __init__(self, *args, alpha_logit_init: float = -2.0, mode: Mode | str = Mode.sample,
-                 prior: nn.Module | None = None, **kwargs):  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self._init_log_uniform(alpha_logit_init)
-        self._init_bayes(mode, prior)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "alpha_logit"):
-            with torch.no_grad():
-                self.alpha_logit.fill_(self.alpha_logit_init)
 
 
 class BayesLinear(_LinearMixin, _GaussianMixin, nn.Linear):
-    """``nn.Linear`` with a factorised Gaussian posterior N(weight, exp(log_sigma2))."""
-
-    def __init__(self, *args, log_sigma2_init: float = -10.0, mode: Mode | str = Mode.sample,
-                 prior: nn.Module | None = None, **kwargs):  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self._init_gaussian(log_sigma2_init)
-        self._init_bayes(mode, prior)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "log_sigma2"):
-            with torch.no_grad():
-                self.log_sigma2.fill_(self.log_sigma2_init)
+    """``nn.Linear`` with a factorised Gaussian posterior N(weight, exp(log_sigma2));
+    ``nn.Linear``'s arguments, then keyword-only ``log_sigma2_init``, ``mode``, ``prior``."""
 
 
 class LogUniformLinear(_LinearMixin, _LogUniformMixin, nn.Linear):
-    """``nn.Linear`` with the posterior N(weight, alpha weight^2), alpha = sigmoid(alpha_logit)."""
-
-    def __init__(self, *args, alpha_logit_init: float = -2.0, mode: Mode | str = Mode.sample,
-                 prior: nn.Module | None = None, **kwargs):  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self._init_log_uniform(alpha_logit_init)
-        self._init_bayes(mode, prior)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-        if hasattr(self, "alpha_logit"):
-            with torch.no_grad():
-                self.alpha_logit.fill_(self.alpha_logit_init)
+    """``nn.Linear`` with the posterior N(weight, alpha weight^2), alpha = sigmoid(alpha_logit);
+    ``nn.Linear``'s arguments, then keyword-only ``alpha_logit_init``, ``mode``, ``prior``."""
 
 
 _CONV_CLASS = {Posterior.gaussian: BayesConv2d, Posterior.log_uniform: LogUniformConv2d}
