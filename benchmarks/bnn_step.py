@@ -1,0 +1,60 @@
+"""Milliseconds per training step of the Bayesian FConv (32 / 128) on 50 MNIST digits, per prior,
+and seconds per 10-sample ensemble evaluation on the mnist5k test part (1000 images).
+
+    python benchmarks/bnn_step.py --prior-dirs PRIOR7x7 PRIOR5x5 [--steps 12] [--threads 2]
+
+Every row is measured in the same run (median over the steps after two warm-up steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dwp.data import few_shot, load_dataset
+from dwp.eval import evaluate_bnn
+from dwp.nn import kl_divergence, set_noise_generator
+from dwp.train.bnn import BNNConfig, _data_term, build_bnn
+
+
+def step_ms(model, x, y, steps: int) -> float:
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    times = []
+    for _ in range(steps + 2):
+        t = time.perf_counter()
+        loss = _data_term(model(x), y, len(y)) + kl_divergence(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times[2:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prior-dirs", nargs=2, required=True, help="7x7 and 5x5 prior directories")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ds = load_dataset("mnist5k")
+    train = few_shot(ds.train, 50, 0)
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    print("| prior | ms / step |")
+    print("|---|---|")
+    model = None
+    for prior in ("normal", "log-uniform", "dwp"):
+        model = build_bnn(BNNConfig(prior=prior, prior_dirs=tuple(args.prior_dirs)), 1, 10, 28)
+        set_noise_generator(model, torch.Generator().manual_seed(0))
+        print(f"| {prior} | {step_ms(model, train.images, train.labels, args.steps):.0f} |")
+    t = time.perf_counter()
+    evaluate_bnn(model, ds.test.images, ds.test.labels, samples=10)
+    print(f"\n10-sample ensemble evaluation on {len(ds.test)} images: "
+          f"{time.perf_counter() - t:.2f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
