@@ -276,7 +276,7 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
     if stored is None or not (run / _CHECKPOINT).is_file():
         raise DWPError(f"{run} is not a Bayesian CNN run (needs {_CONFIG} and {_CHECKPOINT})")
     config = BNNConfig(**stored)
-    ckpt = torch.load(run / _CHECKPOINT, map_location=device, weights_only=True)
+    ckpt = torch.load(run / _CHECKPOINT, map_location="cpu", weights_only=True)
     ds = ckpt["data_shape"]
     model = build_bnn(config, ds["channels"], ds["classes"], ds["size"], device)
     model.load_state_dict(ckpt["model"])
@@ -324,7 +324,9 @@ def train_bnn(
     start_epoch, wall = 0, 0.0
     ckpt_path = out / _CHECKPOINT
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        ckpt = torch.load(
+            ckpt_path, map_location="cpu", weights_only=True
+        )  # RNG states stay on CPU
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
