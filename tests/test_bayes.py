@@ -137,7 +137,6 @@ def test_normal_prior_kl_matches_torch_distributions():
 
 
 def test_log_uniform_kl_formula():
-    layer = LogUniformConv2d(1, 1, 1, dtype=torch.float64)
     a = torch.tensor([-6.0, -2.0, 0.0, 3.0], dtype=torch.float64)
     layer = LogUniformLinear(4, 1, dtype=torch.float64)
     with torch.no_grad():

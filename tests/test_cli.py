@@ -289,12 +289,23 @@ def test_cli_defaults_match_the_library():
     import dataclasses
     import inspect
 
-    from dwp.cli import bnn_train, kernels_extract, prior_train, source_train
+    from dwp.cli import (
+        InitChoice,
+        PriorChoice,
+        bnn_train,
+        kernels_extract,
+        prior_train,
+        source_train,
+    )
     from dwp.kernels import KernelConfig
-    from dwp.train.bnn import BNNConfig
+    from dwp.nn import Init
+    from dwp.train.bnn import BNNConfig, PriorKind
     from dwp.train.prior import PriorTrainConfig
     from dwp.train.source import SourceConfig
 
+    # the CLI keeps its own choices (so that `dwp --help` does not import torch): same values
+    assert [c.value for c in PriorChoice] == [c.value for c in PriorKind]
+    assert [c.value for c in InitChoice] == [c.value for c in Init]
     for command, config in ((source_train, SourceConfig), (kernels_extract, KernelConfig),
                             (prior_train, PriorTrainConfig), (bnn_train, BNNConfig)):  # fmt: skip
         params = inspect.signature(command).parameters

@@ -95,8 +95,10 @@ class LogUniformPrior(WeightPrior):
 
     def kl(self, layer: nn.Module) -> torch.Tensor:
         if not hasattr(layer, "log_alpha"):
-            self.check_layer(layer)
-            raise DWPError(f"the log-uniform prior needs a log-uniform layer, got {layer}")
+            raise DWPError(
+                "the log-uniform prior needs a log-uniform posterior N(mu, alpha mu^2); got a "
+                f"{type(layer).__name__} (use bayesianize(..., posterior='log-uniform'))"
+            )
         log_alpha = layer.log_alpha()
         alpha = log_alpha.exp()
         return (-0.5 * log_alpha - alpha * (_C1 + alpha * (_C2 + alpha * _C3))).sum()
@@ -136,6 +138,7 @@ class DeepWeightPrior(WeightPrior):
         self.samples = int(samples)
         self.train_encoder = bool(train_encoder)
         self.generator: torch.Generator | None = None  # noise source (None: global RNG)
+        self.source: str | None = None  # the prior directory, for error messages
         for p in vae.parameters():
             p.requires_grad_(False)
         if train_encoder:
@@ -164,7 +167,7 @@ class DeepWeightPrior(WeightPrior):
         k = self.kernel_size
         if len(shape) != 4 or shape[-2:] != (k, k):
             got = f"{shape[-2]}x{shape[-1]} kernels" if len(shape) == 4 else f"weight {shape}"
-            where = getattr(self, "source", None)
+            where = self.source
             raise DWPError(
                 f"this deep weight prior{f' ({where})' if where else ''} is for {k}x{k} "
                 f"kernels, but {name} has {got}"

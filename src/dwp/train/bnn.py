@@ -38,7 +38,6 @@ from dwp.kernels import load_kernel_file
 from dwp.nn import (
     FConv,
     Init,
-    Posterior,
     bayesianize,
     conv_layers,
     init_conv_kernels,
@@ -145,40 +144,28 @@ class BNNConfig:
         return d
 
 
-def _load_dwp_priors(config: BNNConfig, names: list[str], device) -> dict[str, DeepWeightPrior]:
-    if not config.prior_dirs:
-        return {}
-    if len(config.prior_dirs) != len(names):
+def _per_layer(dirs: tuple[str, ...], names: list[str], what: str) -> None:
+    if len(dirs) != len(names):
         raise DWPError(
-            f"got {len(config.prior_dirs)} prior directories for {len(names)} conv layers "
-            f"({', '.join(names)}); give one per layer, in order"
+            f"got {len(dirs)} {what} for {len(names)} conv layers ({', '.join(names)}); give one "
+            "per layer, in order"
         )
-    return {
-        n: DeepWeightPrior.from_dir(d, config.dwp_samples, config.train_encoder, device)
-        for n, d in zip(names, config.prior_dirs, strict=True)
-    }
 
 
-def _kernel_sets(config: BNNConfig, names: list[str], priors: dict) -> dict:
-    """Kernel sets for the ``filters`` init: ``kernel_dirs`` as given, else each prior's
-    training kernels (scaled like the prior, if it was rescaled)."""
+def _kernel_sets(config: BNNConfig, names: list[str]) -> dict:
+    """Kernel sets for the ``filters`` init: ``kernel_dirs`` as given, else the training kernels
+    each prior records (scaled like the prior, if it was rescaled)."""
     if config.kernel_dirs:
-        if len(config.kernel_dirs) != len(names):
-            raise DWPError(
-                f"got {len(config.kernel_dirs)} kernel sets for {len(names)} conv layers "
-                f"({', '.join(names)}); give one per layer, in order"
-            )
+        _per_layer(config.kernel_dirs, names, "kernel sets")
         sources = [(d, 1.0) for d in config.kernel_dirs]
     else:
-        sources = []
-        for n in names:
-            stored = getattr(priors.get(n), "trained_on", None)
-            if not stored:
+        sources = [_trained_on(d) for d in config.prior_dirs]
+        for n, stored in zip(names, sources, strict=True):
+            if stored is None:
                 raise DWPError(
                     f"the prior for {n} does not record its training kernels (an imported "
                     "prior?); give --kernel-dirs"
                 )
-            sources.append(stored)
     sets = {}
     for n, (d, factor) in zip(names, sources, strict=True):
         path = Path(d)
@@ -205,20 +192,22 @@ def build_bnn(
         nn.init.zeros_(model.fc.bias)
     model.to(device)
     names = list(conv_layers(model))
-    dwp_priors = _load_dwp_priors(config, names, device)
-    for n, p in dwp_priors.items():
-        p.check_layer(conv_layers(model)[n], n)
-        p.trained_on = _trained_on(config.prior_dirs[names.index(n)])
+    if config.prior_dirs:
+        _per_layer(config.prior_dirs, names, "prior directories")
+    dwp_priors = {}
+    if config.prior is PriorKind.dwp or config.init is Init.dwp:
+        dwp_priors = {
+            n: DeepWeightPrior.from_dir(d, config.dwp_samples, config.train_encoder, device)
+            for n, d in zip(names, config.prior_dirs, strict=True)
+        }
     if config.prior is PriorKind.dwp:
         priors = dwp_priors
     elif config.prior is PriorKind.log_uniform:
-        priors = LogUniformPrior()
+        priors = LogUniformPrior()  # asks for the log-uniform posterior
     else:
         priors = NormalPrior(config.normal_std)
-    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init,
-                         posterior=Posterior.log_uniform if config.prior is PriorKind.log_uniform
-                         else Posterior.gaussian)  # fmt: skip
-    kernel_sets = _kernel_sets(config, names, dwp_priors) if config.init is Init.filters else None
+    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init)
+    kernel_sets = _kernel_sets(config, names) if config.init is Init.filters else None
     init_conv_kernels(layers, config.init, priors=dwp_priors, kernel_sets=kernel_sets,
                       generator=gen)  # fmt: skip
     return model
