@@ -250,6 +250,82 @@ def test_dwp_kl_is_a_differentiable_tensor_and_refuses_other_kernel_sizes():
         prior.kl(BayesConv2d(1, 1, (7, 5)))
 
 
+def _cached_prior(batch, seed=0, samples=1):
+    prior = DeepWeightPrior(LinearGaussianVAE(z=1), samples=samples, kernel_batch=batch)
+    prior.generator = torch.Generator().manual_seed(seed)
+    return prior
+
+
+def _kl_and_grads(prior, layer):
+    layer.zero_grad(set_to_none=True)
+    kl = prior.kl(layer)
+    kl.backward()
+    return kl.detach(), layer.weight.grad.clone(), layer.log_sigma2.grad.clone()
+
+
+def test_dwp_kernel_batch_first_call_is_the_exact_mode():
+    layer = _dwp_layer(1)  # 6 kernels
+    exact = DeepWeightPrior(LinearGaussianVAE(z=1))
+    exact.generator = torch.Generator().manual_seed(0)
+    for a, b in zip(_kl_and_grads(exact, layer), _kl_and_grads(_cached_prior(2), layer),
+                    strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b)
+
+
+def test_dwp_kernel_batch_refreshes_every_kernel_once_per_cycle():
+    """Each call recomputes one block of ``batch`` kernels; within ceil(M/B) calls every kernel
+    is recomputed once; the value is the cache's sum and the gradient the cached one."""
+    layer, prior = _dwp_layer(1), _cached_prior(2)
+    _kl_and_grads(prior, layer)
+    with torch.no_grad():
+        layer.weight.mul_(3.0)  # every cached entry is now stale
+    before = prior.cache_elbo.clone()
+    for call in range(1, 4):
+        kl, g_mu, _ = _kl_and_grads(prior, layer)
+        changed = (prior.cache_elbo != before).sum().item()
+        assert changed == 2 * call
+        log_var = layer.posterior()[2]
+        entropy_part = -0.5 * (log_var + math.log(2 * math.pi) + 1.0).sum()
+        torch.testing.assert_close(kl, entropy_part.detach() - prior.cache_elbo.sum())
+        torch.testing.assert_close(g_mu, -prior.cache_grad_mu.reshape_as(g_mu))
+    assert int(prior.cache_pos) == 0  # a new permutation starts the next cycle
+
+
+def test_dwp_kernel_batch_gradient_matches_the_exact_mode_on_average():
+    """With the means fixed, each cached entry is a fresh draw at the same point, so the
+    cached gradient averages to the exact mode's."""
+    layer = _dwp_layer(1)
+    exact = DeepWeightPrior(LinearGaussianVAE(z=1), samples=64)
+    cached = _cached_prior(2, seed=1, samples=64)
+    exact.generator = torch.Generator().manual_seed(2)
+    n = 150
+    g_exact = sum(_kl_and_grads(exact, layer)[1] for _ in range(n)) / n
+    g_cached = sum(_kl_and_grads(cached, layer)[1] for _ in range(n)) / n
+    torch.testing.assert_close(g_cached, g_exact, atol=0.05 * g_exact.abs().max().item(), rtol=0)
+
+
+def test_dwp_kernel_batch_cache_survives_a_state_dict_round_trip():
+    layer, prior = _dwp_layer(1), _cached_prior(4)
+    for _ in range(2):
+        _kl_and_grads(prior, layer)
+    fresh = _cached_prior(4)
+    fresh.load_state_dict(prior.state_dict())
+    fresh.generator.set_state(prior.generator.get_state())
+    for a, b in zip(_kl_and_grads(prior, layer), _kl_and_grads(fresh, layer), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_dwp_kernel_batch_errors():
+    with pytest.raises(DWPError, match="frozen encoder"):
+        DeepWeightPrior(LinearGaussianVAE(), kernel_batch=4, train_encoder=True)
+    with pytest.raises(DWPError, match="kernel_batch must be"):
+        DeepWeightPrior(LinearGaussianVAE(), kernel_batch=0)
+    prior = _cached_prior(2)
+    _kl_and_grads(prior, _dwp_layer(1))
+    with pytest.raises(DWPError, match="one DeepWeightPrior per layer"):
+        prior.kl(BayesConv2d(2, 2, 3, dtype=torch.float64))
+
+
 def test_dwp_encoder_training_option():
     vae = KernelVAE(default_vae_config(5))
     frozen = DeepWeightPrior(vae)

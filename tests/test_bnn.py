@@ -99,9 +99,12 @@ def _strip_time(records):
     return [{k: v for k, v in r.items() if k not in ("seconds", "wall_s")} for r in records]
 
 
-def test_killed_run_resumes_to_the_same_result(setup, tmp_path):
+@pytest.mark.parametrize("kernel_batch", [None, 5])
+def test_killed_run_resumes_to_the_same_result(setup, tmp_path, kernel_batch):
+    """Also with the DWP's kernel cache (conv2 has 32 kernels, 5 recomputed per step)."""
     cfg = BNNConfig(dataset="mnist", examples=20, hidden=(4, 8), epochs=5, eval_every=2,
-                    ens_samples=2, prior="dwp", prior_dirs=tuple(setup["priors"]))  # fmt: skip
+                    ens_samples=2, prior="dwp", prior_dirs=tuple(setup["priors"]),
+                    dwp_kernel_batch=kernel_batch)  # fmt: skip
     full = tmp_path / "full"
     r_full = train_bnn(cfg, full, data_root=setup["data"])
 

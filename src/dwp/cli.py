@@ -531,6 +531,14 @@ def bnn_train(
     dwp_samples: Annotated[
         int, typer.Option(min=1, help="Draws of w and z per kernel in the DWP bound.")
     ] = 1,
+    dwp_kernel_batch: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Kernels per layer through the DWP's VAE each step; the others reuse their "
+            "last value and gradient (0: all, the paper's exact mode).",
+        ),
+    ] = 0,
     train_encoder: Annotated[
         bool,
         typer.Option(
@@ -566,6 +574,7 @@ def bnn_train(
         eval_every=eval_every,
         ens_samples=ens_samples,
         dwp_samples=dwp_samples,
+        dwp_kernel_batch=dwp_kernel_batch or None,
         train_encoder=train_encoder,
         log_sigma2_init=log_sigma2_init,
     )

@@ -14,6 +14,12 @@
   where r is the VAE's encoder. The entropy part is closed form; the rest is estimated with
   ``samples`` reparameterised draws of w and of z per kernel.
 
+  With ``kernel_batch=B`` the prior term of only B kernels (a block of a random permutation,
+  cycled) goes through the VAE each step; the other kernels contribute the value and gradient
+  they had when last computed (a stochastic-average-gradient estimate, Schmidt et al. 2017).
+  Every kernel's gradient is then at most ``ceil(M/B) - 1`` steps old, Adam still sees a
+  gradient for every kernel every step, and the cost of the VAE falls by M/B.
+
 Priors are modules: ``.to(device)`` moves them, ``state_dict`` saves them; each returns its KL
 as a tensor and never calls ``backward`` or ``item``.
 """
@@ -128,15 +134,30 @@ class DeepWeightPrior(WeightPrior):
         samples: draws of w ~ q and z ~ r(z | w) per kernel and step (the paper's 1).
         train_encoder: also fit the encoder r(z | w) (it only tightens the bound); frozen by
             default, as in the paper's experiments.
+        kernel_batch: kernels through the VAE per call (the rest reuse their cached value and
+            gradient; see the module docstring); None: all of them, the paper's exact mode.
+            Needs a frozen encoder, and one prior per layer (the cache belongs to one layer).
     """
 
-    def __init__(self, vae: nn.Module, samples: int = 1, train_encoder: bool = False):
+    def __init__(
+        self, vae: nn.Module, samples: int = 1, train_encoder: bool = False,
+        kernel_batch: int | None = None,
+    ):  # fmt: skip
         super().__init__()
         if samples < 1:
             raise DWPError(f"samples must be >= 1, got {samples}")
+        if kernel_batch is not None and kernel_batch < 1:
+            raise DWPError(f"kernel_batch must be >= 1 or None, got {kernel_batch}")
+        if kernel_batch is not None and train_encoder:
+            raise DWPError("kernel_batch needs a frozen encoder (train_encoder=False)")
         self.vae = vae
         self.samples = int(samples)
         self.train_encoder = bool(train_encoder)
+        self.kernel_batch = None if kernel_batch is None else int(kernel_batch)
+        # The kernel-batch cache (empty until the first call; saved with the state_dict).
+        for name in ("cache_elbo", "cache_grad_mu", "cache_grad_var", "cache_order"):
+            self.register_buffer(name, torch.zeros(0), persistent=True)
+        self.register_buffer("cache_pos", torch.zeros((), dtype=torch.long))
         self.generator: torch.Generator | None = None  # noise source (None: global RNG)
         self.source: str | None = None  # the prior directory, for error messages
         for p in vae.parameters():
@@ -148,13 +169,13 @@ class DeepWeightPrior(WeightPrior):
     @classmethod
     def from_dir(
         cls, path: str | Path, samples: int = 1, train_encoder: bool = False,
-        map_location: str | torch.device | None = None,
+        map_location: str | torch.device | None = None, kernel_batch: int | None = None,
     ) -> DeepWeightPrior:  # fmt: skip
         """Load the prior of a prior directory (``dwp prior train`` or ``dwp prior import``)."""
         from dwp.priors.store import load_prior
 
         vae, _ = load_prior(path, map_location=map_location)
-        prior = cls(vae, samples=samples, train_encoder=train_encoder)
+        prior = cls(vae, samples=samples, train_encoder=train_encoder, kernel_batch=kernel_batch)
         prior.source = str(path)
         return prior
 
@@ -184,18 +205,71 @@ class DeepWeightPrior(WeightPrior):
     def expected_log_prior(self, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """Estimate of the lower bound ``E_q(w)[E_r log p(w|z) - KL(r(z|w) || p(z))]`` on
         ``E_q log p(w)``, summed over kernels; ``mu``, ``var`` shaped like a conv weight."""
-        s = self.samples
-        mu_k, std_k = kernel_view(mu), kernel_view(var).sqrt()  # (M, 1, k, k)
-        shape = (s, *mu_k.shape)
-        eps = torch.randn(shape, generator=self.generator, device=mu.device, dtype=mu.dtype)
-        w = (mu_k + std_k * eps).reshape(-1, *mu_k.shape[1:])  # (s*M, 1, k, k)
+        mu_k, var_k = kernel_view(mu), kernel_view(var)  # (M, 1, k, k)
+        batch = self.kernel_batch
+        if batch is None or batch >= len(mu_k) or not torch.is_grad_enabled():
+            return self._kernel_elbo(mu_k, var_k).sum()
+        return self._cached_elbo(mu_k, var_k, batch)
+
+    def _kernel_elbo(self, mu_k: torch.Tensor, var_k: torch.Tensor) -> torch.Tensor:
+        """Per-kernel estimate (M,) of E_q(w)[ELBO(w)], averaged over ``samples`` draws."""
+        s, dev, dt = self.samples, mu_k.device, mu_k.dtype
+        eps = torch.randn((s, *mu_k.shape), generator=self.generator, device=dev, dtype=dt)
+        w = (mu_k + var_k.sqrt() * eps).reshape(-1, *mu_k.shape[1:])  # (s*M, 1, k, k)
         z_mu, z_var = self.vae.encode(w)
-        eps_z = torch.randn(z_mu.shape, generator=self.generator, device=mu.device,
-                            dtype=mu.dtype)  # fmt: skip
+        eps_z = torch.randn(z_mu.shape, generator=self.generator, device=dev, dtype=dt)
         z = z_mu + z_var.sqrt() * eps_z
         x_mu, x_var = self.vae.decode(z)
         elbo = _gaussian_log_prob(w, x_mu, x_var) - _kl_std_normal(z_mu, z_var)  # (s*M,)
-        return elbo.sum() / s
+        return elbo.reshape(s, -1).mean(0)
+
+    def _cached_elbo(self, mu_k: torch.Tensor, var_k: torch.Tensor, batch: int) -> torch.Tensor:
+        """The stochastic-average-gradient estimate: ``batch`` kernels fresh, the rest cached.
+
+        The returned tensor's value is the sum of the cached per-kernel estimates and its
+        gradient with respect to (mu, var) is the cached per-kernel gradient."""
+        m, dev = len(mu_k), mu_k.device
+        if self.cache_elbo.numel() != m:
+            if self.cache_elbo.numel():
+                raise DWPError(
+                    f"this deep weight prior's kernel cache holds {self.cache_elbo.numel()} "
+                    f"kernels, not {m}: use one DeepWeightPrior per layer with kernel_batch"
+                )
+            self.cache_elbo = torch.zeros(m, device=dev, dtype=mu_k.dtype)
+            self.cache_grad_mu = torch.zeros_like(mu_k.detach())
+            self.cache_grad_var = torch.zeros_like(mu_k.detach())
+            idx = None  # the first call fills the whole cache (and equals the exact mode)
+        else:
+            pos = int(self.cache_pos)
+            idx = self.cache_order[pos : pos + batch]
+            pos += batch
+            if pos >= m:
+                self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
+                pos = 0
+            self.cache_pos.fill_(pos)
+        fresh = slice(None) if idx is None else idx
+        mu_b = mu_k.detach()[fresh].requires_grad_(True)
+        var_b = var_k.detach()[fresh].requires_grad_(True)
+        elbo = self._kernel_elbo(mu_b, var_b)
+        g_mu, g_var = torch.autograd.grad(elbo.sum(), (mu_b, var_b))
+        if idx is None:
+            idx = fresh
+            self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
+            self.cache_pos.zero_()
+        with torch.no_grad():
+            self.cache_elbo[idx] = elbo
+            self.cache_grad_mu[idx] = g_mu
+            self.cache_grad_var[idx] = g_var
+        linear = (self.cache_grad_mu * mu_k).sum() + (self.cache_grad_var * var_k).sum()
+        return linear - linear.detach() + self.cache_elbo.sum()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The cache's size is the layer's kernel count, unknown until the first call.
+        for name in ("cache_elbo", "cache_grad_mu", "cache_grad_var", "cache_order"):
+            saved = state_dict.get(prefix + name)
+            if saved is not None:
+                setattr(self, name, torch.empty_like(saved, device=self.cache_pos.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def sample_kernels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -207,4 +281,4 @@ class DeepWeightPrior(WeightPrior):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, samples={self.samples}, " \
-               f"train_encoder={self.train_encoder}"  # fmt: skip
+               f"train_encoder={self.train_encoder}, kernel_batch={self.kernel_batch}"  # fmt: skip

@@ -97,6 +97,7 @@ class BNNConfig:
     eval_every: int | None = None
     ens_samples: int = 10
     dwp_samples: int = 1
+    dwp_kernel_batch: int | None = None
     train_encoder: bool = False
     log_sigma2_init: float = -10.0
     normal_std: float = 1.0
@@ -120,6 +121,7 @@ class BNNConfig:
             "eval_every": self.eval_every is None or self.eval_every >= 1,
             "ens_samples": self.ens_samples >= 1,
             "dwp_samples": self.dwp_samples >= 1,
+            "dwp_kernel_batch": self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
             "normal_std": self.normal_std > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -196,8 +198,10 @@ def build_bnn(
         _per_layer(config.prior_dirs, names, "prior directories")
     dwp_priors = {}
     if config.prior is PriorKind.dwp or config.init is Init.dwp:
+        kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
+              "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
         dwp_priors = {
-            n: DeepWeightPrior.from_dir(d, config.dwp_samples, config.train_encoder, device)
+            n: DeepWeightPrior.from_dir(d, **kw)
             for n, d in zip(names, config.prior_dirs, strict=True)
         }
     if config.prior is PriorKind.dwp:
