@@ -2,6 +2,11 @@
 and seconds per 10-sample ensemble evaluation on the mnist5k test part (1000 images).
 
     python benchmarks/bnn_step.py --prior-dirs PRIOR7x7 PRIOR5x5 [--steps 12] [--threads 2]
+        [--kernel-batches 512 256 128]
+
+The DWP rows: the exact mode (every kernel through the VAE each step) and the kernel cache
+(``--dwp-kernel-batch B``: B kernels per layer each step, the others reuse their last value and
+gradient).
 
 Every row is measured in the same run (median over the steps after two warm-up steps).
 """
@@ -38,6 +43,7 @@ def main() -> None:
     ap.add_argument("--prior-dirs", nargs=2, required=True, help="7x7 and 5x5 prior directories")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--kernel-batches", type=int, nargs="*", default=[512, 256, 128])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("mnist5k")
@@ -46,10 +52,14 @@ def main() -> None:
     print("| prior | ms / step |")
     print("|---|---|")
     model = None
-    for prior in ("normal", "log-uniform", "dwp"):
-        model = build_bnn(BNNConfig(prior=prior, prior_dirs=tuple(args.prior_dirs)), 1, 10, 28)
+    rows = [("normal", None), ("log-uniform", None), ("dwp", None)]
+    rows += [("dwp", b) for b in args.kernel_batches]
+    for prior, batch in rows:
+        cfg = BNNConfig(prior=prior, prior_dirs=tuple(args.prior_dirs), dwp_kernel_batch=batch)
+        model = build_bnn(cfg, 1, 10, 28)
         set_noise_generator(model, torch.Generator().manual_seed(0))
-        print(f"| {prior} | {step_ms(model, train.images, train.labels, args.steps):.0f} |")
+        name = prior if prior != "dwp" else f"dwp, kernel batch {batch or 'all (exact)'}"
+        print(f"| {name} | {step_ms(model, train.images, train.labels, args.steps):.0f} |")
     t = time.perf_counter()
     evaluate_bnn(model, ds.test.images, ds.test.labels, samples=10)
     print(f"\n10-sample ensemble evaluation on {len(ds.test)} images: "

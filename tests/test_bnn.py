@@ -211,3 +211,24 @@ def test_filters_init_follows_a_rescaled_prior(setup, tmp_path):
     bank = np.load(setup["root"] / "kernels" / "conv2" / "train.npy").reshape(-1, 25) * 10
     w = model.conv2.weight.detach().reshape(-1, 25).double()
     assert float(torch.cdist(w, torch.from_numpy(bank).double()).min(1).values.max()) < 1e-5
+
+
+def test_bnn_summary(setup, tmp_path, capsys):
+    """Two splits of one setting and one of another: a row per setting, means over splits."""
+    for split, prior in ((0, "normal"), (1, "normal"), (0, "log-uniform")):
+        out = tmp_path / "runs" / f"{prior}-s{split}"
+        assert main(_args(setup, out, "--prior", prior, "--split-seed", str(split))) == 0
+    (tmp_path / "runs" / "unfinished").mkdir()  # no result.json: skipped
+    capsys.readouterr()
+    assert main(["bnn", "summary", str(tmp_path / "runs"), "--json", str(tmp_path / "t.json")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| dataset | prior | init | examples | epochs | split 0 | split 1 |")
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["prior"], r["splits"]) for r in rows] == [("log-uniform", [0]), ("normal", [0, 1])]
+    normal = rows[1]
+    accs = [json.loads((tmp_path / "runs" / f"normal-s{s}" / "result.json").read_text())["ens_acc"]
+            for s in (0, 1)]  # fmt: skip
+    assert normal["ens_acc"] == accs and normal["mean_acc"] == pytest.approx(sum(accs) / 2)
+    assert f"{accs[0]:.3f} / " in table[3] and "| - |" in table[2]  # log-uniform has no split 1
+    assert main(["bnn", "summary", str(tmp_path / "runs" / "unfinished")]) == 2
+    assert "no finished runs" in capsys.readouterr().err

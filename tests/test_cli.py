@@ -31,6 +31,7 @@ SMOKE_TESTED = {
     ("prior", "import"): "test_prior_import",
     ("prior", "rescale"): "test_prior_rescale",
     ("bnn", "train"): "test_bnn.py::test_bnn_train",
+    ("bnn", "summary"): "test_bnn.py::test_bnn_summary",
 }
 
 

@@ -5,6 +5,7 @@ User errors (:class:`dwp.errors.DWPError`) are printed as one line on stderr wit
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from enum import StrEnum
@@ -613,6 +614,32 @@ def bnn_train(
         f"1-sample {r['sample_acc']:.4f}, means {r['det_acc']:.4f}, NLL {r['nll']:.4f}, "
         f"ECE {r['ece']:.4f}; {r['wall_s']:.0f}s"
     )
+
+
+@bnn_app.command("summary")
+def bnn_summary(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run directories, or folders to search for finished runs.")
+    ],
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the rows as JSON here.", show_default=False),
+    ] = None,
+) -> None:
+    """Table of finished `bnn train` runs: ensemble accuracy / NLL per split seed and the means,
+    one row per prior, init, examples and epochs."""
+    from dwp.io import atomic_path
+    from dwp.results import bnn_summary as summarise
+    from dwp.results import find_bnn_runs, markdown_table
+
+    found = find_bnn_runs(runs)
+    if not found:
+        raise DWPError(f"no finished runs (result.json) under {', '.join(map(str, runs))}")
+    rows = summarise(found)
+    typer.echo(markdown_table(rows))
+    if json_out is not None:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 _MULTI_VALUE = ("--prior-dirs", "--kernel-dirs")
