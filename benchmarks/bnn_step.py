@@ -4,6 +4,10 @@ and seconds per 10-sample ensemble evaluation on the mnist5k test part (1000 ima
     python benchmarks/bnn_step.py --prior-dirs PRIOR7x7 PRIOR5x5 [--steps 12] [--threads 2]
         [--kernel-batches 512 256 128]
 
+``--full-run DIR`` adds the time-to-accuracy row: a complete DWP run with the library defaults
+(split 0, DWP init) written to DIR (which must not hold a finished run), its wall time and the
+ensemble accuracy it ends at.
+
 The DWP rows: the exact mode (every kernel through the VAE each step) and the kernel cache
 (``--dwp-kernel-batch B``: B kernels per layer each step, the others reuse their last value and
 gradient).
@@ -16,13 +20,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from dwp.data import few_shot, load_dataset
 from dwp.eval import evaluate_bnn
 from dwp.nn import kl_divergence, set_noise_generator
-from dwp.train.bnn import BNNConfig, _data_term, build_bnn
+from dwp.train.bnn import BNNConfig, _data_term, build_bnn, train_bnn
 
 
 def step_ms(model, x, y, steps: int) -> float:
@@ -44,7 +49,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--kernel-batches", type=int, nargs="*", default=[512, 256, 128])
+    ap.add_argument("--full-run", type=Path, help="run directory for the time-to-accuracy row")
     args = ap.parse_args()
+    if args.full_run and (args.full_run / "result.json").exists():
+        ap.error(f"{args.full_run} holds a finished run; give a new directory")
     torch.set_num_threads(args.threads)
     ds = load_dataset("mnist5k")
     train = few_shot(ds.train, 50, 0)
@@ -64,6 +72,15 @@ def main() -> None:
     evaluate_bnn(model, ds.test.images, ds.test.labels, samples=10)
     print(f"\n10-sample ensemble evaluation on {len(ds.test)} images: "
           f"{time.perf_counter() - t:.2f} s")  # fmt: skip
+    if args.full_run:
+        cfg = BNNConfig(prior="dwp", init="dwp", prior_dirs=tuple(args.prior_dirs))
+        t = time.perf_counter()
+        r = train_bnn(cfg, args.full_run)
+        print(
+            f"complete DWP run with the defaults ({cfg.epochs} epochs, kernel batch "
+            f"{cfg.dwp_kernel_batch}, {cfg.evals_every}-epoch evaluations), split 0: "
+            f"{time.perf_counter() - t:.0f} s wall, ensemble accuracy {r['ens_acc']:.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -514,7 +514,7 @@ def bnn_train(
         ),
     ] = None,
     init: Annotated[InitChoice, typer.Option(help="Initial posterior means.")] = InitChoice.xavier,
-    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 10000).")] = 2000,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 10000).")] = 1000,
     hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
         32,
         128,
@@ -535,11 +535,19 @@ def bnn_train(
     dwp_kernel_batch: Annotated[
         int,
         typer.Option(
-            min=0,
+            min=1,
             help="Kernels per layer through the DWP's VAE each step; the others reuse their "
-            "last value and gradient (0: all, the paper's exact mode).",
+            "last value and gradient (see --exact).",
         ),
-    ] = 0,
+    ] = 256,
+    exact: Annotated[
+        bool,
+        typer.Option(
+            "--exact",
+            help="Every kernel through the DWP's VAE every step (the paper's protocol; ~10x "
+            "slower) instead of --dwp-kernel-batch.",
+        ),
+    ] = False,
     train_encoder: Annotated[
         bool,
         typer.Option(
@@ -575,7 +583,7 @@ def bnn_train(
         eval_every=eval_every,
         ens_samples=ens_samples,
         dwp_samples=dwp_samples,
-        dwp_kernel_batch=dwp_kernel_batch or None,
+        dwp_kernel_batch=None if exact else dwp_kernel_batch,
         train_encoder=train_encoder,
         log_sigma2_init=log_sigma2_init,
     )

@@ -90,14 +90,14 @@ class BNNConfig:
     kernel_dirs: tuple[str, ...] = ()
     init: Init = Init.xavier
     hidden: tuple[int, int] = (32, 128)
-    epochs: int = 2000
+    epochs: int = 1000
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
     eval_every: int | None = None
     ens_samples: int = 10
     dwp_samples: int = 1
-    dwp_kernel_batch: int | None = None
+    dwp_kernel_batch: int | None = 256  # None: the paper's exact mode
     train_encoder: bool = False
     log_sigma2_init: float = -10.0
     normal_std: float = 1.0
@@ -109,6 +109,8 @@ class BNNConfig:
             self.init = Init(self.init)
         except ValueError as exc:
             raise DWPError(str(exc)) from None
+        if self.prior is not PriorKind.dwp:
+            self.dwp_kernel_batch = None  # only the DWP's KL uses it
         self.hidden = tuple(int(h) for h in self.hidden)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
