@@ -53,7 +53,7 @@ def test_bnn_train(setup, tmp_path, capsys):
         "checkpoint.pt", "config.json", "metrics.jsonl", "result.json"]  # fmt: skip
     config = json.loads((out / "config.json").read_text())
     assert config["prior"] == "dwp" and config["epochs"] == 3 and config["examples"] == 20
-    assert len(config["prior_dirs"]) == 2
+    assert len(config["prior_dirs"]) == 2 and config["dwp_kernel_batch"] == 256  # the default
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [2, 3]
     for key in ("data_term", "kl", "train_acc", "ens_acc", "sample_acc", "det_acc", "nll", "ece"):
@@ -93,6 +93,18 @@ def test_bnn_train_other_priors(setup, tmp_path, prior, init, layer, prior_cls):
         first = model.conv1.weight.detach()  # trained for 3 epochs: close to the bank still
         dist = torch.cdist(first.reshape(-1, 49).double(), torch.from_numpy(bank).double())
         assert float(dist.min(1).values.max()) < 0.05
+
+
+def test_exact_mode_and_kernel_batch_options(setup, tmp_path):
+    dwp = ["--prior", "dwp", "--prior-dirs", *setup["priors"], "--epochs", "1"]
+    assert main(_args(setup, tmp_path / "exact", *dwp, "--exact")) == 0
+    assert json.loads((tmp_path / "exact" / "config.json").read_text())["dwp_kernel_batch"] is None
+    assert main(_args(setup, tmp_path / "kb", *dwp, "--dwp-kernel-batch", "7")) == 0
+    model, cfg = load_bnn(tmp_path / "kb")
+    assert cfg.dwp_kernel_batch == 7 and model.conv2.prior.kernel_batch == 7
+    assert model.conv2.prior.cache_elbo.numel() == 32  # conv2's 4 x 8 kernels, from the checkpoint
+    # other priors do not record the option (it cannot change their runs)
+    assert BNNConfig(prior="normal", dwp_kernel_batch=7).dwp_kernel_batch is None
 
 
 def _strip_time(records):
