@@ -4,6 +4,7 @@ Prior), the kernel VAEs behind the DWP, and their storage."""
 from dwp.priors.store import (
     import_reference_prior,
     kernel_summary,
+    load_kernel_sets,
     load_prior,
     rescale_prior,
     save_prior,
@@ -29,6 +30,7 @@ __all__ = [
     "import_reference_prior",
     "kernel_summary",
     "kernel_view",
+    "load_kernel_sets",
     "load_prior",
     "rescale_prior",
     "save_prior",

@@ -18,7 +18,7 @@ import yaml
 
 from dwp.errors import DWPError
 from dwp.io import atomic_path
-from dwp.kernels import kernel_norms
+from dwp.kernels import kernel_norms, load_kernel_file
 from dwp.priors.vae import KernelVAE, VAEConfig
 
 __all__ = [
@@ -236,3 +236,48 @@ def rescale_prior(
     info["rescaled"] = {"factor": previous * factor, "from": str(src.resolve())}
     save_prior(vae, out, **info)
     return vae.eval(), info
+
+
+def _trained_on(prior_dir: str | Path) -> tuple[str, float] | None:
+    """The training-kernel directory a prior records, and the factor it was rescaled by."""
+    try:
+        meta = json.loads((Path(prior_dir) / "prior.json").read_text())
+    except (OSError, ValueError):
+        return None
+    stored = meta.get("training", {}).get("kernels")
+    if not stored or not (Path(stored) / "train.npy").is_file():
+        return None
+    return stored, float(meta.get("rescaled", {}).get("factor", 1.0))
+
+
+def load_kernel_sets(
+    names: list[str],
+    kernel_dirs: tuple[str | Path, ...] | list = (),
+    prior_dirs: tuple[str | Path, ...] | list = (),
+) -> dict[str, np.ndarray]:
+    """Kernel sets (N, 1, k, k) for the ``filters`` init, one per conv layer name, in order:
+    ``kernel_dirs`` (layer directories or ``.npy`` files) as given, else the training kernels
+    each prior directory records (scaled like the prior, if it was rescaled)."""
+    dirs = kernel_dirs or prior_dirs
+    what = "kernel sets" if kernel_dirs else "prior directories"
+    if len(dirs) != len(names):
+        raise DWPError(
+            f"got {len(dirs)} {what} for {len(names)} conv layers ({', '.join(names)}); give one "
+            "per layer, in order"
+        )
+    if kernel_dirs:
+        sources = [(d, 1.0) for d in kernel_dirs]
+    else:
+        sources = [_trained_on(d) for d in prior_dirs]
+        for n, stored in zip(names, sources, strict=True):
+            if stored is None:
+                raise DWPError(
+                    f"the prior for {n} does not record its training kernels (an imported "
+                    "prior?); give --kernel-dirs"
+                )
+    sets = {}
+    for n, (d, factor) in zip(names, sources, strict=True):
+        path = Path(d)
+        kernels = load_kernel_file(path / "train.npy" if path.is_dir() else path)
+        sets[n] = kernels * np.float32(factor) if factor != 1.0 else kernels
+    return sets

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,7 +33,6 @@ from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import evaluate_bnn
 from dwp.io import atomic_path
-from dwp.kernels import load_kernel_file
 from dwp.nn import (
     FConv,
     Init,
@@ -44,7 +42,7 @@ from dwp.nn import (
     kl_divergence,
     set_noise_generator,
 )
-from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior
+from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior, load_kernel_sets
 
 __all__ = [
     "BNN_FORMAT_VERSION",
@@ -156,28 +154,6 @@ def _per_layer(dirs: tuple[str, ...], names: list[str], what: str) -> None:
         )
 
 
-def _kernel_sets(config: BNNConfig, names: list[str]) -> dict:
-    """Kernel sets for the ``filters`` init: ``kernel_dirs`` as given, else the training kernels
-    each prior records (scaled like the prior, if it was rescaled)."""
-    if config.kernel_dirs:
-        _per_layer(config.kernel_dirs, names, "kernel sets")
-        sources = [(d, 1.0) for d in config.kernel_dirs]
-    else:
-        sources = [_trained_on(d) for d in config.prior_dirs]
-        for n, stored in zip(names, sources, strict=True):
-            if stored is None:
-                raise DWPError(
-                    f"the prior for {n} does not record its training kernels (an imported "
-                    "prior?); give --kernel-dirs"
-                )
-    sets = {}
-    for n, (d, factor) in zip(names, sources, strict=True):
-        path = Path(d)
-        kernels = load_kernel_file(path / "train.npy" if path.is_dir() else path)
-        sets[n] = kernels * np.float32(factor) if factor != 1.0 else kernels
-    return sets
-
-
 def build_bnn(
     config: BNNConfig,
     in_channels: int,
@@ -213,22 +189,12 @@ def build_bnn(
     else:
         priors = NormalPrior(config.normal_std)
     layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init)
-    kernel_sets = _kernel_sets(config, names) if config.init is Init.filters else None
+    kernel_sets = None
+    if config.init is Init.filters:
+        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
     init_conv_kernels(layers, config.init, priors=dwp_priors, kernel_sets=kernel_sets,
                       generator=gen)  # fmt: skip
     return model
-
-
-def _trained_on(prior_dir: str) -> tuple[str, float] | None:
-    """The training-kernel directory a prior records, and the factor it was rescaled by."""
-    try:
-        meta = json.loads((Path(prior_dir) / "prior.json").read_text())
-    except (OSError, ValueError):
-        return None
-    stored = meta.get("training", {}).get("kernels")
-    if not stored or not (Path(stored) / "train.npy").is_file():
-        return None
-    return stored, float(meta.get("rescaled", {}).get("factor", 1.0))
 
 
 def _read_config(run: Path) -> dict | None:
