@@ -79,3 +79,23 @@ def write_reference(folder, k, z, h, var="train"):
               "num_epochs": 300, "lr": 0.001}  # fmt: skip
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     return state
+
+
+@pytest.fixture(scope="session")
+def tiny_priors(tmp_path_factory):
+    """A tiny MNIST-format dataset and 7x7 / 5x5 priors fitted (2 epochs) to the kernels of three
+    random FConv (4, 8) nets: ``{"root", "data", "priors": [conv1 dir, conv2 dir]}``."""
+    from dwp.kernels import KernelConfig, extract_kernels
+    from dwp.nn import FConv
+    from dwp.train.prior import PriorTrainConfig, fit_prior
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_idx_set(root / "data", n_train=40, n_test=30)
+    torch.manual_seed(0)
+    nets = [FConv((4, 8)) for _ in range(3)]
+    extract_kernels(nets, root / "kernels", KernelConfig(min_norm=0.0))
+    cfg = PriorTrainConfig(epochs=2)
+    for layer in ("conv1", "conv2"):
+        fit_prior(root / "kernels" / layer, root / f"prior-{layer}", cfg, torch.device("cpu"))
+    return {"root": root, "data": str(root / "data"),
+            "priors": [str(root / "prior-conv1"), str(root / "prior-conv2")]}  # fmt: skip

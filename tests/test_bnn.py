@@ -12,29 +12,17 @@ from dwp.cli import main
 from dwp.data import load_dataset
 from dwp.errors import DWPError
 from dwp.eval import predict_proba
-from dwp.kernels import KernelConfig, extract_kernels
-from dwp.nn import BayesConv2d, FConv, LogUniformConv2d
+from dwp.nn import BayesConv2d, LogUniformConv2d
 from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior, rescale_prior
 from dwp.train import bnn as bnn_mod
 from dwp.train.bnn import BNNConfig, build_bnn, load_bnn, train_bnn
-from dwp.train.prior import PriorTrainConfig, fit_prior
 
-from conftest import make_idx_set, write_reference
+from conftest import write_reference
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A tiny MNIST-format dataset and 7x7 / 5x5 priors fitted to kernels of random nets."""
-    root = tmp_path_factory.mktemp("bnn")
-    make_idx_set(root / "data", n_train=40, n_test=30)
-    torch.manual_seed(0)
-    nets = [FConv((4, 8)) for _ in range(3)]
-    extract_kernels(nets, root / "kernels", KernelConfig(min_norm=0.0))
-    cfg = PriorTrainConfig(epochs=2)
-    for layer in ("conv1", "conv2"):
-        fit_prior(root / "kernels" / layer, root / f"prior-{layer}", cfg, torch.device("cpu"))
-    return {"root": root, "data": str(root / "data"),
-            "priors": [str(root / "prior-conv1"), str(root / "prior-conv2")]}  # fmt: skip
+def setup(tiny_priors):
+    return tiny_priors
 
 
 def _args(setup, out, *extra):

@@ -32,6 +32,7 @@ SMOKE_TESTED = {
     ("prior", "rescale"): "test_prior_rescale",
     ("bnn", "train"): "test_bnn.py::test_bnn_train",
     ("bnn", "summary"): "test_bnn.py::test_bnn_summary",
+    ("experiment", "convergence"): "test_experiments.py::test_experiment_convergence",
 }
 
 

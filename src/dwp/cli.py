@@ -650,7 +650,95 @@ def bnn_summary(
             tmp.write_text(json.dumps(rows, indent=2) + "\n")
 
 
-_MULTI_VALUE = ("--prior-dirs", "--kernel-dirs")
+experiment_app = typer.Typer(help="The paper's experiments beyond the Bayesian CNN.",
+                              no_args_is_help=True)  # fmt: skip
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("convergence")
+def experiment_convergence(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory.")],
+    prior_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prior-dirs",
+            help="Prior directories, one per conv layer (for --inits dwp; also the default "
+            "kernel sets of filters).",
+            show_default=False,
+        ),
+    ] = None,
+    kernel_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--kernel-dirs",
+            help="Kernel sets, one per conv layer, for --inits filters.",
+            show_default=False,
+        ),
+    ] = None,
+    inits: Annotated[
+        list[InitChoice] | None,
+        typer.Option(
+            "--inits", help="Initialisations to compare (default: all three).", show_default=False
+        ),
+    ] = None,
+    seeds: Annotated[
+        list[int] | None,
+        typer.Option("--seeds", help="Seeds per init (default: 0 1 2).", show_default=False),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Target dataset (see `dwp data list`).")] = "mnist5k",
+    examples: Annotated[
+        int, typer.Option(min=0, help="Training examples, stratified (0: the whole train part).")
+    ] = 0,
+    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
+        32,
+        128,
+    ),
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per run.")] = 300,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (constant).")] = 1e-3,
+    eval_every: Annotated[int, typer.Option(min=1, help="Steps between test evaluations.")] = 10,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Train the same ordinary FConv from Xavier, DWP-sample and source-filter kernels; write
+    test accuracy against steps (curves.csv, summary.json) and convergence.png. Finished runs
+    are read back; a killed experiment resumes."""
+    from dwp.device import resolve_device
+    from dwp.experiments import ConvergenceConfig, run_convergence
+
+    config = ConvergenceConfig(
+        dataset=dataset,
+        examples=examples or None,
+        hidden=hidden,
+        inits=tuple(i.value for i in inits) if inits else ("xavier", "dwp", "filters"),
+        seeds=tuple(seeds) if seeds else (0, 1, 2),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        prior_dirs=tuple(prior_dirs or ()),
+        kernel_dirs=tuple(kernel_dirs or ()),
+    )
+    bar = _bar(len(config.inits) * len(config.seeds), "convergence", unit="run")
+
+    def on_run(r: dict) -> None:
+        bar.update(1)
+        bar.set_postfix({"last": f"{r['init']} s{r['seed']}: {r['final_acc']:.4f}"})
+
+    try:
+        summary = run_convergence(config, out, resolve_device(device), data_root, on_run)
+    finally:
+        bar.close()
+    levels = list(next(iter(summary.values()))["first_step"])
+    typer.echo(f"| init | final test acc | {' | '.join(f'first step >= {lv}' for lv in levels)} |")
+    typer.echo("|---|---|" + "---|" * len(levels))
+    for init, s in summary.items():
+        firsts = " | ".join(str(s["first_step"][lv] or "-") for lv in levels)
+        typer.echo(f"| {init} | {s['final_mean']:.4f} ± {s['final_std']:.4f} | {firsts} |")
+    typer.echo(f"figure: {out / 'convergence.png'}")
+
+
+_MULTI_VALUE = ("--prior-dirs", "--kernel-dirs", "--inits", "--seeds")
 
 
 def _expand_multi_value(argv: list[str]) -> list[str]:

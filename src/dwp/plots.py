@@ -17,6 +17,7 @@ from dwp.io import atomic_path
 
 __all__ = [
     "class_grid",
+    "convergence_curves",
     "draw_kernels",
     "kernel_preview",
     "latent_grid",
@@ -168,5 +169,31 @@ def latent_grid(decoded: np.ndarray, size: int, out: str | Path, title: str) -> 
     figure), as :meth:`dwp.priors.KernelVAE.latent_grid` returns them (row-major)."""
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
     draw_kernels(ax, decoded, size, title)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+_INIT_STYLE = {"xavier": ("tab:gray", "Xavier"), "dwp": ("tab:red", "DWP samples"),
+               "filters": ("tab:blue", "source filters")}  # fmt: skip
+
+
+def convergence_curves(summary: dict, out: str | Path, caption: str) -> Path:
+    """Test accuracy against training steps per initialisation: the mean over seeds with a
+    ± one standard deviation band (a summary from :func:`dwp.experiments.convergence.summarise`)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for init, s in summary.items():
+        color, label = _INIT_STYLE.get(init, (None, init))
+        steps, mean, std = np.array(s["step"]), np.array(s["mean"]), np.array(s["std"])
+        n = len(s["seeds"])
+        ax.plot(steps, mean, color=color, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+        ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    lo = min(min(s["mean"][1:] or s["mean"]) for s in summary.values())
+    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Convergence by initialisation of the conv kernels", fontsize=10)
+    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
     fig.tight_layout()
     return save_figure(fig, out)

@@ -1,0 +1,229 @@
+"""Convergence with DWP initialisation (the paper, section 4.3): the same ordinary FConv trained
+from conv kernels initialised ``xavier``, ``dwp`` (samples of the prior) and ``filters``
+(random kernels of the source nets); test accuracy against training steps, over seeds.
+
+Every (init, seed) run is written to ``OUT/runs/INIT-sSEED.json`` as it finishes, so a killed
+experiment resumes where it stopped and a finished one is read back. ``OUT/curves.csv`` holds
+every evaluation, ``OUT/summary.json`` the mean and standard deviation per init and step (and
+the first step at which the mean reaches a few accuracy levels), ``OUT/convergence.png`` the
+figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dwp.data import few_shot, load_dataset
+from dwp.errors import DWPError
+from dwp.io import atomic_path
+from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
+from dwp.priors import DeepWeightPrior, load_kernel_sets
+from dwp.train.source import evaluate_accuracy
+
+__all__ = ["LEVELS", "ConvergenceConfig", "run_convergence", "summarise"]
+
+FORMAT_VERSION = 1
+LEVELS = (0.8, 0.9, 0.95)  # accuracy levels whose first step the summary reports
+
+
+@dataclass
+class ConvergenceConfig:
+    """One convergence experiment. Seed ``s`` draws the kernels and the classifier's init from
+    ``s`` and orders the batches with ``s + 1``, the same for every init."""
+
+    dataset: str = "mnist5k"
+    examples: int | None = None  # training examples, stratified (None: the whole train part)
+    hidden: tuple[int, int] = (32, 128)
+    inits: tuple[str, ...] = ("xavier", "dwp", "filters")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 300
+    batch_size: int = 256
+    lr: float = 1e-3  # Adam, constant
+    eval_every: int = 10
+    prior_dirs: tuple[str, ...] = ()
+    kernel_dirs: tuple[str, ...] = ()
+    format_version: int = field(default=FORMAT_VERSION)
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        try:
+            self.inits = tuple(Init(i).value for i in self.inits)
+        except ValueError as exc:
+            raise DWPError(str(exc)) from None
+        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
+        self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
+        checks = {
+            "examples": self.examples is None or self.examples >= 1,
+            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "inits": len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
+            "seeds": len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "eval_every": self.eval_every >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise DWPError(f"invalid convergence config: {', '.join(bad)} out of range")
+        if "dwp" in self.inits and not self.prior_dirs:
+            raise DWPError("init dwp needs --prior-dirs (one prior directory per conv layer)")
+        if "filters" in self.inits and not (self.kernel_dirs or self.prior_dirs):
+            raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("hidden", "inits", "seeds", "prior_dirs", "kernel_dirs"):
+            d[k] = list(d[k])
+        return d
+
+
+def _train_one(model: nn.Module, train, test, config: ConvergenceConfig, seed: int) -> dict:
+    device = next(model.parameters()).device
+    x_all, y_all = train.images.to(device), train.labels.to(device)
+    n, batch = len(train), min(config.batch_size, len(train))
+    gen = torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    record = {"step": [0], "test_acc": [evaluate_accuracy(model, test)], "train_loss": [None]}
+    order, pos = torch.randperm(n, generator=gen), 0
+    t0 = time.perf_counter()
+    for step in range(1, config.steps + 1):
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos : pos + batch].to(device)
+        pos += batch
+        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % config.eval_every == 0 or step == config.steps:
+            record["step"].append(step)
+            record["test_acc"].append(evaluate_accuracy(model, test))
+            record["train_loss"].append(float(loss.detach()))
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _build(config, init, seed, channels, classes, size, priors, kernel_sets, device):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FConv(config.hidden, channels, classes, size)  # xavier kernels, zero biases
+        nn.init.xavier_normal_(model.fc.weight)
+        nn.init.zeros_(model.fc.bias)
+    gen = torch.Generator().manual_seed(seed)
+    init_conv_kernels(conv_layers(model), init, priors=priors, kernel_sets=kernel_sets,
+                      generator=gen)  # fmt: skip
+    return model.to(device)
+
+
+def summarise(runs: list[dict], levels: tuple[float, ...] = LEVELS) -> dict:
+    """Per init: the evaluation steps, mean and standard deviation of the test accuracy over
+    seeds, and the first step at which the mean reaches each level (None if never)."""
+    by_init: dict[str, list[dict]] = {}
+    for r in runs:
+        by_init.setdefault(r["init"], []).append(r)
+    out = {}
+    for init, rs in by_init.items():
+        steps = rs[0]["step"]
+        accs = list(zip(*(r["test_acc"] for r in rs), strict=True))
+        mean = [statistics.fmean(a) for a in accs]
+        std = [statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs]
+        first = {f"{lv:g}": next((s for s, m in zip(steps, mean, strict=True) if m >= lv), None)
+                 for lv in levels}  # fmt: skip
+        out[init] = {"seeds": [r["seed"] for r in rs], "step": steps, "mean": mean, "std": std,
+                     "final_mean": mean[-1], "final_std": std[-1], "first_step": first}  # fmt: skip
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def run_convergence(
+    config: ConvergenceConfig,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    data_root=None,
+    on_run: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run (or resume, or read back) the experiment in ``out``; returns the summary dict.
+
+    ``on_run`` receives ``{"init", "seed", "index", "total", "final_acc", "cached"}`` after each
+    (init, seed) run."""
+    out = Path(out)
+    device = torch.device(device)
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        stored = json.loads(cfg_path.read_text())
+        want = config.to_dict()
+        diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+        if diff:
+            k = diff[0]
+            raise DWPError(
+                f"{out} holds an experiment with another config ({k}: {stored.get(k)!r} there, "
+                f"{want.get(k)!r} now); use another --out or delete it"
+            )
+    ds = load_dataset(config.dataset, data_root)
+    train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
+    channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
+    names = list(conv_layers(FConv(config.hidden, channels, ds.num_classes, size)))
+    priors = kernel_sets = None
+    if "dwp" in config.inits:
+        if len(config.prior_dirs) != len(names):
+            raise DWPError(
+                f"got {len(config.prior_dirs)} prior directories for {len(names)} conv layers "
+                f"({', '.join(names)}); give one per layer, in order"
+            )
+        pairs = zip(names, config.prior_dirs, strict=True)
+        priors = {n: DeepWeightPrior.from_dir(d) for n, d in pairs}
+    if "filters" in config.inits:
+        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
+    _write_json(cfg_path, config.to_dict())
+    runs = []
+    total = len(config.inits) * len(config.seeds)
+    for i, (init, seed) in enumerate(
+        [(a, s) for a in config.inits for s in config.seeds], start=1
+    ):  # fmt: skip
+        path = out / "runs" / f"{init}-s{seed}.json"
+        cached = path.is_file()
+        if cached:
+            run = json.loads(path.read_text())
+        else:
+            model = _build(config, init, seed, channels, ds.num_classes, size, priors,
+                           kernel_sets, device)  # fmt: skip
+            run = {"init": init, "seed": seed, **_train_one(model, train, ds.test, config, seed)}
+            _write_json(path, run)
+        runs.append(run)
+        if on_run is not None:
+            on_run({"init": init, "seed": seed, "index": i, "total": total,
+                    "final_acc": run["test_acc"][-1], "cached": cached})  # fmt: skip
+    with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["init", "seed", "step", "test_acc", "train_loss"])
+        for r in runs:
+            for s, a, lo in zip(r["step"], r["test_acc"], r["train_loss"], strict=True):
+                w.writerow([r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"])
+    summary = summarise(runs)
+    _write_json(out / "summary.json", summary)
+    from dwp.plots import convergence_curves
+
+    n_train = len(train)
+    convergence_curves(
+        summary, out / "convergence.png",
+        caption=f"FConv {config.hidden[0]}/{config.hidden[1]} on {config.dataset} ({n_train} "
+        f"training images, batch {min(config.batch_size, n_train)}, Adam lr {config.lr:g}); "
+        f"mean ± sd over seeds {', '.join(map(str, config.seeds))}; test accuracy on "
+        f"{len(ds.test)} images",
+    )  # fmt: skip
+    return summary

@@ -1,0 +1,88 @@
+"""The convergence experiment: `dwp experiment convergence`, its inits, resume and outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+import torch
+
+from dwp.cli import main
+from dwp.errors import DWPError
+from dwp.experiments import ConvergenceConfig, run_convergence
+from dwp.experiments.convergence import _build
+from dwp.nn import conv_layers
+from dwp.priors import DeepWeightPrior, load_kernel_sets
+
+
+def _args(tiny, out, *extra):
+    return ["experiment", "convergence", "--out", str(out), "--dataset", "mnist", "--data-root",
+            tiny["data"], "--prior-dirs", *tiny["priors"], "--hidden", "4", "8", "--steps", "4",
+            "--eval-every", "2", "--seeds", "0", "1", "--device", "cpu", *extra]  # fmt: skip
+
+
+def test_experiment_convergence(tiny_priors, tmp_path, capsys):
+    out = tmp_path / "conv"
+    assert main(_args(tiny_priors, out)) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| init | final test acc | first step >= 0.8 |")
+    names = {line.split(" | ")[0][2:] for line in printed.splitlines()}
+    assert {"xavier", "dwp", "filters"} <= names
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 2 * 3  # inits x seeds x evaluations at steps 0, 2, 4
+    assert sorted({int(r["step"]) for r in rows}) == [0, 2, 4]
+    summary = json.loads((out / "summary.json").read_text())
+    for init, s in summary.items():
+        finals = [float(r["test_acc"]) for r in rows if r["init"] == init and r["step"] == "4"]
+        assert s["final_mean"] == pytest.approx(statistics.fmean(finals), abs=1e-6)
+        assert s["seeds"] == [0, 1] and s["step"] == [0, 2, 4]
+    # a finished experiment is read back; a lost run is recomputed, identically
+    first = json.loads((out / "runs" / "dwp-s1.json").read_text())
+    (out / "runs" / "dwp-s1.json").unlink()
+    cached = []
+    cfg = ConvergenceConfig(dataset="mnist", hidden=(4, 8), steps=4, eval_every=2, seeds=(0, 1),
+                            prior_dirs=tuple(tiny_priors["priors"]))  # fmt: skip
+    run_convergence(cfg, out, data_root=tiny_priors["data"], on_run=cached.append)
+    assert [(r["init"], r["seed"]) for r in cached if not r["cached"]] == [("dwp", 1)]
+    again = json.loads((out / "runs" / "dwp-s1.json").read_text())
+    assert again["test_acc"] == first["test_acc"] and again["train_loss"] == first["train_loss"]
+    # another config in the same directory is refused
+    assert main(_args(tiny_priors, out, "--lr", "0.01")) == 2
+    assert "another config (lr" in capsys.readouterr().err
+
+
+def test_inits_set_the_kernels(tiny_priors):
+    cfg = ConvergenceConfig(hidden=(4, 8), prior_dirs=tuple(tiny_priors["priors"]))
+    names = ["conv1", "conv2"]
+    priors = {n: DeepWeightPrior.from_dir(d) for n, d in zip(names, cfg.prior_dirs, strict=True)}
+    sets = load_kernel_sets(names, prior_dirs=cfg.prior_dirs)
+    filters = conv_layers(_build(cfg, "filters", 0, 1, 10, 28, priors, sets, "cpu"))
+    for n, conv in filters.items():
+        bank = torch.as_tensor(sets[n]).flatten(1)
+        kernels = conv.weight.detach().reshape(-1, bank.shape[1])
+        dist = torch.cdist(kernels[None], bank[None], compute_mode="donot_use_mm_for_euclid_dist")[
+            0
+        ]
+        assert float(dist.min(1).values.max()) < 1e-6  # every kernel is a source kernel
+    dwp = conv_layers(_build(cfg, "dwp", 0, 1, 10, 28, priors, sets, "cpu"))
+    gen = torch.Generator().manual_seed(0)
+    want = priors["conv1"].sample_kernels(4, gen)
+    torch.testing.assert_close(dwp["conv1"].weight.detach(), want.reshape(4, 1, 7, 7))
+    xavier = conv_layers(_build(cfg, "xavier", 0, 1, 10, 28, priors, sets, "cpu"))
+    assert not torch.equal(xavier["conv1"].weight, dwp["conv1"].weight)
+    # same seed, same classifier init whatever the kernels
+    a, b = (_build(cfg, i, 0, 1, 10, 28, priors, sets, "cpu") for i in ("xavier", "dwp"))
+    torch.testing.assert_close(a.fc.weight, b.fc.weight)
+
+
+def test_convergence_config_errors():
+    with pytest.raises(DWPError, match="init dwp needs --prior-dirs"):
+        ConvergenceConfig()
+    with pytest.raises(DWPError, match="'laplace' is not a valid Init"):
+        ConvergenceConfig(inits=("laplace",))
+    with pytest.raises(DWPError, match="steps"):
+        ConvergenceConfig(inits=("xavier",), steps=0)
