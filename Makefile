@@ -18,7 +18,8 @@ setup: $(STAMP)
 # The quick configuration of the pipeline: 10 source nets of width 64/128 for 3 epochs on 10000
 # rendered letters, their kernels, a prior per layer (the 5x5 one on 20000 kernels, few epochs);
 # then a 7x7 prior on the shipped kernels of paper-protocol nets (data/kernels/letters-fconv);
-# then two short Bayesian CNN runs on 50 MNIST digits (standard normal and deep weight prior).
+# then two short Bayesian CNN runs on 50 MNIST digits (standard normal and deep weight prior),
+# and a short convergence experiment (Xavier / DWP-sample / source-filter kernels, 2 seeds).
 quick: $(STAMP)
 	$(DWP) data list
 	$(DWP) data preview letters --out $(OUT)/letters.png
@@ -40,18 +41,20 @@ quick: $(STAMP)
 	$(DWP) bnn train --prior normal --epochs 50 --eval-every 25 --out $(OUT)/bnn-normal
 	$(DWP) bnn train --prior dwp --prior-dirs $(OUT)/prior-conv1 $(OUT)/prior-conv2 \
 		--epochs 50 --eval-every 25 --out $(OUT)/bnn-dwp
+	$(DWP) experiment convergence --prior-dirs $(OUT)/prior-conv1 $(OUT)/prior-conv2 \
+		--seeds 0 1 --steps 50 --out $(OUT)/convergence
 	@cat $(OUT)/prior-conv1/eval.json $(OUT)/prior-conv2/eval.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache
