@@ -14,14 +14,15 @@
   where r is the VAE's encoder. The entropy part is closed form; the rest is estimated with
   ``samples`` reparameterised draws of w and of z per kernel.
 
-  With ``kernel_batch=B`` the prior term of only B kernels (a block of a random permutation,
-  cycled) goes through the VAE each step; the other kernels contribute the value and gradient
-  they had when last computed (a stochastic-average-gradient estimate, Schmidt et al. 2017).
-  Every kernel's gradient is then at most ``ceil(M/B) - 1`` steps old, Adam still sees a
-  gradient for every kernel every step, and the cost of the VAE falls by M/B.
-
-Priors are modules: ``.to(device)`` moves them, ``state_dict`` saves them; each returns its KL
-as a tensor and never calls ``backward`` or ``item``.
+  With ``kernel_batch=B`` (the fast mode) only B kernels of a layer go through the VAE each step
+  (a block of a random permutation, cycled): for them a fresh w ~ q and z ~ r(z | w) give the
+  decoder's p(w | z) = N(x_mu, x_var) and KL(r(z | w) || p(z)), which are cached. Every kernel
+  then contributes ``E_q(w) log N(w; x_mu, x_var) - KL`` with its latest cached decoder output,
+  in closed form over q and differentiated at the current (mu, sigma). By Fisher's identity
+  ``grad log p(w) = E_p(z|w) grad_w log p(w | z)``, so when r matches the VAE's posterior this is
+  the gradient of log p(w) (up to the age of z, at most ``ceil(M/B) - 1`` steps); it drops the
+  exact mode's path through the encoder, which vanishes in expectation in that case. The VAE runs
+  forward only, on B kernels: the step costs about B/M of the exact mode's.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
+_CACHE = ("cache_x_mu", "cache_x_var", "cache_kl", "cache_order")  # the fast mode's buffers
 
 
 class WeightPrior(nn.Module):
@@ -155,7 +157,7 @@ class DeepWeightPrior(WeightPrior):
         self.train_encoder = bool(train_encoder)
         self.kernel_batch = None if kernel_batch is None else int(kernel_batch)
         # The kernel-batch cache (empty until the first call; saved with the state_dict).
-        for name in ("cache_elbo", "cache_grad_mu", "cache_grad_var", "cache_order"):
+        for name in _CACHE:
             self.register_buffer(name, torch.zeros(0), persistent=True)
         self.register_buffer("cache_pos", torch.zeros((), dtype=torch.long))
         self.generator: torch.Generator | None = None  # noise source (None: global RNG)
@@ -224,21 +226,21 @@ class DeepWeightPrior(WeightPrior):
         return elbo.reshape(s, -1).mean(0)
 
     def _cached_elbo(self, mu_k: torch.Tensor, var_k: torch.Tensor, batch: int) -> torch.Tensor:
-        """The stochastic-average-gradient estimate: ``batch`` kernels fresh, the rest cached.
-
-        The returned tensor's value is the sum of the cached per-kernel estimates and its
-        gradient with respect to (mu, var) is the cached per-kernel gradient."""
-        m, dev = len(mu_k), mu_k.device
-        if self.cache_elbo.numel() != m:
-            if self.cache_elbo.numel():
+        """The fast mode (see the module docstring): ``batch`` kernels re-encoded, every kernel
+        scored against its cached decoder output, in closed form over q."""
+        m, s, dev = len(mu_k), self.samples, mu_k.device
+        if self.cache_kl.shape != (s, m):
+            if self.cache_kl.numel():
                 raise DWPError(
-                    f"this deep weight prior's kernel cache holds {self.cache_elbo.numel()} "
+                    f"this deep weight prior's kernel cache holds {self.cache_kl.shape[1]} "
                     f"kernels, not {m}: use one DeepWeightPrior per layer with kernel_batch"
                 )
-            self.cache_elbo = torch.zeros(m, device=dev, dtype=mu_k.dtype)
-            self.cache_grad_mu = torch.zeros_like(mu_k.detach())
-            self.cache_grad_var = torch.zeros_like(mu_k.detach())
-            idx = None  # the first call fills the whole cache (and equals the exact mode)
+            self.cache_x_mu = torch.zeros((s, *mu_k.shape), device=dev, dtype=mu_k.dtype)
+            self.cache_x_var = torch.ones((s, *mu_k.shape), device=dev, dtype=mu_k.dtype)
+            self.cache_kl = torch.zeros((s, m), device=dev, dtype=mu_k.dtype)
+            self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
+            self.cache_pos.zero_()
+            idx = torch.arange(m, device=dev)  # the first call fills the whole cache
         else:
             pos = int(self.cache_pos)
             idx = self.cache_order[pos : pos + batch]
@@ -247,25 +249,25 @@ class DeepWeightPrior(WeightPrior):
                 self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
                 pos = 0
             self.cache_pos.fill_(pos)
-        fresh = slice(None) if idx is None else idx
-        mu_b = mu_k.detach()[fresh].requires_grad_(True)
-        var_b = var_k.detach()[fresh].requires_grad_(True)
-        elbo = self._kernel_elbo(mu_b, var_b)
-        g_mu, g_var = torch.autograd.grad(elbo.sum(), (mu_b, var_b))
-        if idx is None:
-            idx = fresh
-            self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
-            self.cache_pos.zero_()
         with torch.no_grad():
-            self.cache_elbo[idx] = elbo
-            self.cache_grad_mu[idx] = g_mu
-            self.cache_grad_var[idx] = g_var
-        linear = (self.cache_grad_mu * mu_k).sum() + (self.cache_grad_var * var_k).sum()
-        return linear - linear.detach() + self.cache_elbo.sum()
+            mu_b, var_b = mu_k[idx], var_k[idx]
+            eps = torch.randn((s, *mu_b.shape), generator=self.generator, device=dev,
+                              dtype=mu_b.dtype)  # fmt: skip
+            w = (mu_b + var_b.sqrt() * eps).reshape(-1, *mu_b.shape[1:])  # (s*B, 1, k, k)
+            z_mu, z_var = self.vae.encode(w)
+            eps_z = torch.randn(z_mu.shape, generator=self.generator, device=dev, dtype=w.dtype)
+            x_mu, x_var = self.vae.decode(z_mu + z_var.sqrt() * eps_z)
+            self.cache_x_mu[:, idx] = x_mu.reshape(s, *mu_b.shape)
+            self.cache_x_var[:, idx] = x_var.expand_as(w).reshape(s, *mu_b.shape)
+            self.cache_kl[:, idx] = _kl_std_normal(z_mu, z_var).reshape(s, -1)
+        x_mu, x_var = self.cache_x_mu, self.cache_x_var
+        # E_{w ~ N(mu, var)} log N(w; x_mu, x_var), per draw and kernel: (s, M)
+        log_lik = -0.5 * (((mu_k - x_mu) ** 2 + var_k) / x_var + x_var.log() + _LOG_2PI)
+        return (log_lik.flatten(2).sum(2) - self.cache_kl).sum() / s
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The cache's size is the layer's kernel count, unknown until the first call.
-        for name in ("cache_elbo", "cache_grad_mu", "cache_grad_var", "cache_order"):
+        for name in _CACHE:
             saved = state_dict.get(prefix + name)
             if saved is not None:
                 setattr(self, name, torch.empty_like(saved, device=self.cache_pos.device))
