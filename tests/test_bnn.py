@@ -90,7 +90,7 @@ def test_exact_mode_and_kernel_batch_options(setup, tmp_path):
     assert main(_args(setup, tmp_path / "kb", *dwp, "--dwp-kernel-batch", "7")) == 0
     model, cfg = load_bnn(tmp_path / "kb")
     assert cfg.dwp_kernel_batch == 7 and model.conv2.prior.kernel_batch == 7
-    assert model.conv2.prior.cache_kl.shape == (1, 32)  # conv2: 4 x 8 kernels, from the checkpoint
+    assert model.conv2.prior.cache_value.shape == (32,)  # conv2: 4 x 8 kernels, from the checkpoint
     # other priors do not record the option (it cannot change their runs)
     assert BNNConfig(prior="normal", dwp_kernel_batch=7).dwp_kernel_batch is None
 

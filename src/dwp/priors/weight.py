@@ -15,14 +15,12 @@
   ``samples`` reparameterised draws of w and of z per kernel.
 
   With ``kernel_batch=B`` (the fast mode) only B kernels of a layer go through the VAE each step
-  (a block of a random permutation, cycled): for them a fresh w ~ q and z ~ r(z | w) give the
-  decoder's p(w | z) = N(x_mu, x_var) and KL(r(z | w) || p(z)), which are cached. Every kernel
-  then contributes ``E_q(w) log N(w; x_mu, x_var) - KL`` with its latest cached decoder output,
-  in closed form over q and differentiated at the current (mu, sigma). By Fisher's identity
-  ``grad log p(w) = E_p(z|w) grad_w log p(w | z)``, so when r matches the VAE's posterior this is
-  the gradient of log p(w) (up to the age of z, at most ``ceil(M/B) - 1`` steps); it drops the
-  exact mode's path through the encoder, which vanishes in expectation in that case. The VAE runs
-  forward only, on B kernels: the step costs about B/M of the exact mode's.
+  (a block of a random permutation, cycled), with the exact mode's estimate and gradient. Every
+  other kernel uses a second-order model of its estimate around the point (mu0, var0) it was
+  last computed at, ``v0 + g_mu.(mu - mu0) + g_var.(var - var0) - 0.5 sum (mu - mu0)^2 / x_var``,
+  where x_var is the decoder's variance there: the curvature of log p(w | z) in w, the stiff
+  direction that a plain stale gradient would overshoot. Every kernel is at most
+  ``ceil(M/B) - 1`` steps old, and the VAE's cost falls by M/B.
 """
 
 from __future__ import annotations
@@ -44,7 +42,15 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
-_CACHE = ("cache_x_mu", "cache_x_var", "cache_kl", "cache_order")  # the fast mode's buffers
+_CACHE = (
+    "cache_value",
+    "cache_mu",
+    "cache_var",
+    "cache_grad_mu",
+    "cache_grad_var",
+    "cache_precision",
+    "cache_order",
+)  # the fast mode's buffers (fmt: skip)
 
 
 class WeightPrior(nn.Module):
@@ -213,8 +219,11 @@ class DeepWeightPrior(WeightPrior):
             return self._kernel_elbo(mu_k, var_k).sum()
         return self._cached_elbo(mu_k, var_k, batch)
 
-    def _kernel_elbo(self, mu_k: torch.Tensor, var_k: torch.Tensor) -> torch.Tensor:
-        """Per-kernel estimate (M,) of E_q(w)[ELBO(w)], averaged over ``samples`` draws."""
+    def _kernel_elbo(
+        self, mu_k: torch.Tensor, var_k: torch.Tensor, curvature: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Per-kernel estimate (M,) of E_q(w)[ELBO(w)], averaged over ``samples`` draws; with
+        ``curvature``, also the mean of 1 / x_var (M, 1, k, k), the decoder's precision."""
         s, dev, dt = self.samples, mu_k.device, mu_k.dtype
         eps = torch.randn((s, *mu_k.shape), generator=self.generator, device=dev, dtype=dt)
         w = (mu_k + var_k.sqrt() * eps).reshape(-1, *mu_k.shape[1:])  # (s*M, 1, k, k)
@@ -223,24 +232,27 @@ class DeepWeightPrior(WeightPrior):
         z = z_mu + z_var.sqrt() * eps_z
         x_mu, x_var = self.vae.decode(z)
         elbo = _gaussian_log_prob(w, x_mu, x_var) - _kl_std_normal(z_mu, z_var)  # (s*M,)
-        return elbo.reshape(s, -1).mean(0)
+        elbo = elbo.reshape(s, -1).mean(0)
+        if not curvature:
+            return elbo
+        precision = (1.0 / x_var.detach()).expand_as(w).reshape(s, *mu_k.shape).mean(0)
+        return elbo, precision
 
     def _cached_elbo(self, mu_k: torch.Tensor, var_k: torch.Tensor, batch: int) -> torch.Tensor:
-        """The fast mode (see the module docstring): ``batch`` kernels re-encoded, every kernel
-        scored against its cached decoder output, in closed form over q."""
-        m, s, dev = len(mu_k), self.samples, mu_k.device
-        if self.cache_kl.shape != (s, m):
-            if self.cache_kl.numel():
+        """The fast mode (see the module docstring): ``batch`` kernels recomputed, the others
+        from their second-order model around the point they were last computed at."""
+        m, dev = len(mu_k), mu_k.device
+        if self.cache_value.numel() != m:
+            if self.cache_value.numel():
                 raise DWPError(
-                    f"this deep weight prior's kernel cache holds {self.cache_kl.shape[1]} "
+                    f"this deep weight prior's kernel cache holds {self.cache_value.numel()} "
                     f"kernels, not {m}: use one DeepWeightPrior per layer with kernel_batch"
                 )
-            self.cache_x_mu = torch.zeros((s, *mu_k.shape), device=dev, dtype=mu_k.dtype)
-            self.cache_x_var = torch.ones((s, *mu_k.shape), device=dev, dtype=mu_k.dtype)
-            self.cache_kl = torch.zeros((s, m), device=dev, dtype=mu_k.dtype)
-            self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
-            self.cache_pos.zero_()
-            idx = torch.arange(m, device=dev)  # the first call fills the whole cache
+            self.cache_value = torch.zeros(m, device=dev, dtype=mu_k.dtype)
+            for name in ("cache_mu", "cache_var", "cache_grad_mu", "cache_grad_var",
+                         "cache_precision"):  # fmt: skip
+                setattr(self, name, torch.zeros_like(mu_k.detach()))
+            idx = None  # the first call fills the whole cache (and equals the exact mode)
         else:
             pos = int(self.cache_pos)
             idx = self.cache_order[pos : pos + batch]
@@ -249,21 +261,23 @@ class DeepWeightPrior(WeightPrior):
                 self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
                 pos = 0
             self.cache_pos.fill_(pos)
+        fresh = slice(None) if idx is None else idx
+        mu_b = mu_k.detach()[fresh].requires_grad_(True)
+        var_b = var_k.detach()[fresh].requires_grad_(True)
+        elbo, precision = self._kernel_elbo(mu_b, var_b, curvature=True)
+        g_mu, g_var = torch.autograd.grad(elbo.sum(), (mu_b, var_b))
+        if idx is None:
+            self.cache_order = torch.randperm(m, generator=self.generator, device=dev)
+            self.cache_pos.zero_()
         with torch.no_grad():
-            mu_b, var_b = mu_k[idx], var_k[idx]
-            eps = torch.randn((s, *mu_b.shape), generator=self.generator, device=dev,
-                              dtype=mu_b.dtype)  # fmt: skip
-            w = (mu_b + var_b.sqrt() * eps).reshape(-1, *mu_b.shape[1:])  # (s*B, 1, k, k)
-            z_mu, z_var = self.vae.encode(w)
-            eps_z = torch.randn(z_mu.shape, generator=self.generator, device=dev, dtype=w.dtype)
-            x_mu, x_var = self.vae.decode(z_mu + z_var.sqrt() * eps_z)
-            self.cache_x_mu[:, idx] = x_mu.reshape(s, *mu_b.shape)
-            self.cache_x_var[:, idx] = x_var.expand_as(w).reshape(s, *mu_b.shape)
-            self.cache_kl[:, idx] = _kl_std_normal(z_mu, z_var).reshape(s, -1)
-        x_mu, x_var = self.cache_x_mu, self.cache_x_var
-        # E_{w ~ N(mu, var)} log N(w; x_mu, x_var), per draw and kernel: (s, M)
-        log_lik = -0.5 * (((mu_k - x_mu) ** 2 + var_k) / x_var + x_var.log() + _LOG_2PI)
-        return (log_lik.flatten(2).sum(2) - self.cache_kl).sum() / s
+            for name, new in (("cache_value", elbo), ("cache_mu", mu_b), ("cache_var", var_b),
+                              ("cache_grad_mu", g_mu), ("cache_grad_var", g_var),
+                              ("cache_precision", precision)):  # fmt: skip
+                getattr(self, name)[fresh] = new
+        d_mu, d_var = mu_k - self.cache_mu, var_k - self.cache_var
+        model = (self.cache_grad_mu * d_mu).sum() + (self.cache_grad_var * d_var).sum()
+        model = model - 0.5 * (self.cache_precision * d_mu * d_mu).sum()
+        return self.cache_value.sum() + model
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The cache's size is the layer's kernel count, unknown until the first call.
