@@ -295,10 +295,12 @@ def test_cli_defaults_match_the_library():
         InitChoice,
         PriorChoice,
         bnn_train,
+        experiment_convergence,
         kernels_extract,
         prior_train,
         source_train,
     )
+    from dwp.experiments import ConvergenceConfig
     from dwp.kernels import KernelConfig
     from dwp.nn import Init
     from dwp.train.bnn import BNNConfig, PriorKind
@@ -309,10 +311,15 @@ def test_cli_defaults_match_the_library():
     assert [c.value for c in PriorChoice] == [c.value for c in PriorKind]
     assert [c.value for c in InitChoice] == [c.value for c in Init]
     for command, config in ((source_train, SourceConfig), (kernels_extract, KernelConfig),
-                            (prior_train, PriorTrainConfig), (bnn_train, BNNConfig)):  # fmt: skip
+                            (prior_train, PriorTrainConfig), (bnn_train, BNNConfig),
+                            (experiment_convergence, ConvergenceConfig)):  # fmt: skip
         params = inspect.signature(command).parameters
         fields = {f.name: f.default for f in dataclasses.fields(config)}
-        shared = set(params) & set(fields) - {"prior_dirs", "kernel_dirs"}  # None there, () here
+        # None there (the CLI's "not given" for lists, or 0 for "all examples"), () / None here
+        unset = {"prior_dirs", "kernel_dirs", "inits", "seeds"}
+        if command is experiment_convergence:
+            unset.add("examples")
+        shared = set(params) & set(fields) - unset
         assert len(shared) >= 4
         for name in shared:
             cli_default = params[name].default

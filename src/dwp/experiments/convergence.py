@@ -1,4 +1,4 @@
-"""Convergence with DWP initialisation (the paper, section 4.3): the same ordinary FConv trained
+"""Convergence with DWP initialisation (as in the paper): the same ordinary FConv trained
 from conv kernels initialised ``xavier``, ``dwp`` (samples of the prior) and ``filters``
 (random kernels of the source nets); test accuracy against training steps, over seeds.
 

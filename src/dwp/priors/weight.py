@@ -21,6 +21,9 @@
   where x_var is the decoder's variance there: the curvature of log p(w | z) in w, the stiff
   direction that a plain stale gradient would overshoot. Every kernel is at most
   ``ceil(M/B) - 1`` steps old, and the VAE's cost falls by M/B.
+
+Priors are modules: ``.to(device)`` moves them, ``state_dict`` saves them (with the fast mode's
+cache); each returns its KL as a tensor and never calls ``backward`` or ``item``.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ _CACHE = (
     "cache_grad_var",
     "cache_precision",
     "cache_order",
-)  # the fast mode's buffers (fmt: skip)
+)  # the fast mode's buffers
 
 
 class WeightPrior(nn.Module):
@@ -142,8 +145,9 @@ class DeepWeightPrior(WeightPrior):
         samples: draws of w ~ q and z ~ r(z | w) per kernel and step (the paper's 1).
         train_encoder: also fit the encoder r(z | w) (it only tightens the bound); frozen by
             default, as in the paper's experiments.
-        kernel_batch: kernels through the VAE per call (the rest reuse their cached value and
-            gradient; see the module docstring); None: all of them, the paper's exact mode.
+        kernel_batch: kernels through the VAE per call (the others follow a second-order model
+            of their last estimate; see the module docstring); None: all of them, the paper's
+            exact mode.
             Needs a frozen encoder, and one prior per layer (the cache belongs to one layer).
     """
 
