@@ -536,8 +536,8 @@ def bnn_train(
         int,
         typer.Option(
             min=1,
-            help="Kernels per layer through the DWP's VAE each step; the others reuse their "
-            "last value and gradient (see --exact).",
+            help="Kernels per layer through the DWP's VAE each step; the others follow a "
+            "second-order model of their last estimate (see --exact).",
         ),
     ] = 256,
     exact: Annotated[
