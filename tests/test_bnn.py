@@ -232,3 +232,23 @@ def test_bnn_summary(setup, tmp_path, capsys):
     assert f"{accs[0]:.3f} / " in table[3] and "| - |" in table[2]  # log-uniform has no split 1
     assert main(["bnn", "summary", str(tmp_path / "runs" / "unfinished")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_a_run_directory_has_one_writer(setup, tmp_path, capsys):
+    """A live process's lock refuses a second writer; a dead process's lock is taken over."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / ".lock"
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # this test process: alive
+    assert main(_args(setup, out)) == 2
+    assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}\n")
+    assert main(_args(setup, out)) == 0
+    assert (out / "result.json").is_file() and not lock.exists()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "run_lock"]
 
 
 @contextlib.contextmanager
@@ -33,3 +34,51 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(directory: str | Path) -> Iterator[Path]:
+    """Hold ``directory/.lock`` while the block runs, so that one process at a time writes a run
+    directory. A lock left behind by a dead process of this host is taken over; a live holder
+    (or one on another host) raises :class:`~dwp.errors.DWPError`."""
+    from dwp.errors import DWPError
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    host = socket.gethostname()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner_host, owner_pid = path.read_text().split()
+                pid = int(owner_pid)
+            except (OSError, ValueError):
+                owner_host, pid = "?", -1
+            if owner_host == host and pid > 0 and not _pid_alive(pid):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            raise DWPError(
+                f"{directory} is in use by process {pid} on {owner_host} (delete {path} if no "
+                "such process is running)"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host} {os.getpid()}\n")
+        break
+    else:
+        raise DWPError(f"could not lock {directory}")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

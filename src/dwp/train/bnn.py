@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import evaluate_bnn
-from dwp.io import atomic_path
+from dwp.io import atomic_path, run_lock
 from dwp.nn import (
     FConv,
     Init,
@@ -264,7 +264,15 @@ def train_bnn(
     result_path = out / _RESULT
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    with run_lock(out):  # one process per run directory (parallel sweeps may overlap)
+        if result_path.is_file():  # finished by another process meanwhile
+            return json.loads(result_path.read_text())
+        _check_same_config(out, config)
+        return _train(config, out, device, data_root, on_epoch, on_eval)
 
+
+def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
+    result_path = out / _RESULT
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, config.split_seed) if config.examples else ds.train
     x_all, y_all = train.images.to(device), train.labels.to(device)
