@@ -109,6 +109,11 @@ class BNNConfig:
             raise DWPError(str(exc)) from None
         if self.prior is not PriorKind.dwp:
             self.dwp_kernel_batch = None  # only the DWP's KL uses it
+        elif self.train_encoder and self.dwp_kernel_batch is not None:
+            raise DWPError(
+                "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
+                "the fast mode caches estimates of a frozen encoder"
+            )
         self.hidden = tuple(int(h) for h in self.hidden)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
