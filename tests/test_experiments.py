@@ -50,6 +50,10 @@ def test_experiment_convergence(tiny_priors, tmp_path, capsys):
     assert [(r["init"], r["seed"]) for r in cached if not r["cached"]] == [("dwp", 1)]
     again = json.loads((out / "runs" / "dwp-s1.json").read_text())
     assert again["test_acc"] == first["test_acc"] and again["train_loss"] == first["train_loss"]
+    # a corrupt run file is a one-line error
+    (out / "runs" / "dwp-s1.json").write_text("{not json")
+    assert main(_args(tiny_priors, out)) == 2
+    assert "dwp-s1.json is unreadable" in capsys.readouterr().err
     # another config in the same directory is refused
     assert main(_args(tiny_priors, out, "--lr", "0.01")) == 2
     assert "another config (lr" in capsys.readouterr().err

@@ -145,6 +145,13 @@ def summarise(runs: list[dict], levels: tuple[float, ...] = LEVELS) -> dict:
     return out
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DWPError(f"{path} is unreadable ({exc}); delete it to recompute") from None
+
+
 def _write_json(path: Path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -165,7 +172,7 @@ def run_convergence(
     device = torch.device(device)
     cfg_path = out / "config.json"
     if cfg_path.is_file():
-        stored = json.loads(cfg_path.read_text())
+        stored = _read_json(cfg_path)
         want = config.to_dict()
         diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
         if diff:
@@ -198,7 +205,7 @@ def run_convergence(
         path = out / "runs" / f"{init}-s{seed}.json"
         cached = path.is_file()
         if cached:
-            run = json.loads(path.read_text())
+            run = _read_json(path)
         else:
             model = _build(config, init, seed, channels, ds.num_classes, size, priors,
                            kernel_sets, device)  # fmt: skip
