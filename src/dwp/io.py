@@ -1,15 +1,19 @@
-"""Small file helpers: atomic writes, so nothing half-written is ever left behind."""
+"""Small file helpers: atomic writes (nothing half-written is ever left behind), JSON records,
+the one-config-per-directory check, and a per-directory lock."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "run_lock"]
+from dwp.errors import DWPError
+
+__all__ = ["atomic_path", "check_same_config", "read_json", "run_lock", "write_json"]
 
 
 @contextlib.contextmanager
@@ -51,8 +55,6 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
     """Hold ``directory/.lock`` while the block runs, so that one process at a time writes a run
     directory. A lock left behind by a dead process of this host is taken over; a live holder
     (or one on another host) raises :class:`~dwp.errors.DWPError`."""
-    from dwp.errors import DWPError
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ".lock"
@@ -82,3 +84,33 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | Path):
+    """The JSON in ``path``; :class:`~dwp.errors.DWPError` if it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DWPError(f"{path} is unreadable ({exc}); delete it to start over") from None
+
+
+def check_same_config(directory: str | Path, want: dict, what: str = "a run") -> None:
+    """Refuse a directory whose ``config.json`` differs from ``want`` (nothing to check if it
+    has none), naming the first key that differs."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        return
+    stored = read_json(path)
+    diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+    if diff:
+        k = diff[0]
+        raise DWPError(
+            f"{directory} holds {what} with another config ({k}: {stored.get(k)!r} there, "
+            f"{want.get(k)!r} now); use another --out or delete it"
+        )

@@ -3,12 +3,12 @@ runs and summarise them per setting (prior, init, examples, epochs) across split
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from dwp.errors import DWPError
+from dwp.io import read_json
 
 __all__ = ["bnn_summary", "find_bnn_runs", "markdown_table"]
 
@@ -24,12 +24,7 @@ def find_bnn_runs(paths: list[str | Path]) -> list[dict]:
             raise DWPError(f"{p} does not exist")
         results = [p / "result.json"] if (p / "result.json").is_file() else p.rglob("result.json")
         for r in results:
-            cfg_path = r.parent / "config.json"
-            try:
-                result = json.loads(r.read_text())
-                config = json.loads(cfg_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise DWPError(f"{r.parent} is not a readable run ({exc})") from None
+            result, config = read_json(r), read_json(r.parent / "config.json")
             runs.append({"run": str(r.parent), "config": config, "result": result})
     return sorted(runs, key=lambda x: x["run"])
 

@@ -12,7 +12,6 @@ figure.
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -25,9 +24,9 @@ from torch.nn import functional as F
 
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
-from dwp.io import atomic_path
+from dwp.io import atomic_path, check_same_config, read_json, write_json
 from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
-from dwp.priors import DeepWeightPrior, load_kernel_sets
+from dwp.priors import DeepWeightPrior, check_per_layer, load_kernel_sets
 from dwp.train.source import evaluate_accuracy
 
 __all__ = ["LEVELS", "ConvergenceConfig", "run_convergence", "summarise"]
@@ -145,18 +144,6 @@ def summarise(runs: list[dict], levels: tuple[float, ...] = LEVELS) -> dict:
     return out
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DWPError(f"{path} is unreadable ({exc}); delete it to recompute") from None
-
-
-def _write_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-
 def run_convergence(
     config: ConvergenceConfig,
     out: str | Path,
@@ -170,33 +157,19 @@ def run_convergence(
     (init, seed) run."""
     out = Path(out)
     device = torch.device(device)
-    cfg_path = out / "config.json"
-    if cfg_path.is_file():
-        stored = _read_json(cfg_path)
-        want = config.to_dict()
-        diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
-        if diff:
-            k = diff[0]
-            raise DWPError(
-                f"{out} holds an experiment with another config ({k}: {stored.get(k)!r} there, "
-                f"{want.get(k)!r} now); use another --out or delete it"
-            )
+    check_same_config(out, config.to_dict(), "an experiment")
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     names = list(conv_layers(FConv(config.hidden, channels, ds.num_classes, size)))
     priors = kernel_sets = None
     if "dwp" in config.inits:
-        if len(config.prior_dirs) != len(names):
-            raise DWPError(
-                f"got {len(config.prior_dirs)} prior directories for {len(names)} conv layers "
-                f"({', '.join(names)}); give one per layer, in order"
-            )
+        check_per_layer(config.prior_dirs, names, "prior directories")
         pairs = zip(names, config.prior_dirs, strict=True)
         priors = {n: DeepWeightPrior.from_dir(d) for n, d in pairs}
     if "filters" in config.inits:
         kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
-    _write_json(cfg_path, config.to_dict())
+    write_json(out / "config.json", config.to_dict())
     runs = []
     total = len(config.inits) * len(config.seeds)
     for i, (init, seed) in enumerate(
@@ -205,12 +178,12 @@ def run_convergence(
         path = out / "runs" / f"{init}-s{seed}.json"
         cached = path.is_file()
         if cached:
-            run = _read_json(path)
+            run = read_json(path)
         else:
             model = _build(config, init, seed, channels, ds.num_classes, size, priors,
                            kernel_sets, device)  # fmt: skip
             run = {"init": init, "seed": seed, **_train_one(model, train, ds.test, config, seed)}
-            _write_json(path, run)
+            write_json(path, run)
         runs.append(run)
         if on_run is not None:
             on_run({"init": init, "seed": seed, "index": i, "total": total,
@@ -222,7 +195,7 @@ def run_convergence(
             for s, a, lo in zip(r["step"], r["test_acc"], r["train_loss"], strict=True):
                 w.writerow([r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"])
     summary = summarise(runs)
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     from dwp.plots import convergence_curves
 
     n_train = len(train)

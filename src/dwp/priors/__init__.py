@@ -2,6 +2,7 @@
 Prior), the kernel VAEs behind the DWP, and their storage."""
 
 from dwp.priors.store import (
+    check_per_layer,
     import_reference_prior,
     kernel_summary,
     load_kernel_sets,
@@ -26,6 +27,7 @@ __all__ = [
     "NormalPrior",
     "VAEConfig",
     "WeightPrior",
+    "check_per_layer",
     "default_vae_config",
     "import_reference_prior",
     "kernel_summary",

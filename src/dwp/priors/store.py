@@ -250,6 +250,15 @@ def _trained_on(prior_dir: str | Path) -> tuple[str, float] | None:
     return stored, float(meta.get("rescaled", {}).get("factor", 1.0))
 
 
+def check_per_layer(dirs, names: list[str], what: str) -> None:
+    """Refuse ``dirs`` unless it gives one entry per conv layer of ``names``."""
+    if len(dirs) != len(names):
+        raise DWPError(
+            f"got {len(dirs)} {what} for {len(names)} conv layers ({', '.join(names)}); give one "
+            "per layer, in order"
+        )
+
+
 def load_kernel_sets(
     names: list[str],
     kernel_dirs: tuple[str | Path, ...] | list = (),
@@ -258,13 +267,8 @@ def load_kernel_sets(
     """Kernel sets (N, 1, k, k) for the ``filters`` init, one per conv layer name, in order:
     ``kernel_dirs`` (layer directories or ``.npy`` files) as given, else the training kernels
     each prior directory records (scaled like the prior, if it was rescaled)."""
-    dirs = kernel_dirs or prior_dirs
-    what = "kernel sets" if kernel_dirs else "prior directories"
-    if len(dirs) != len(names):
-        raise DWPError(
-            f"got {len(dirs)} {what} for {len(names)} conv layers ({', '.join(names)}); give one "
-            "per layer, in order"
-        )
+    check_per_layer(kernel_dirs or prior_dirs, names,
+                    "kernel sets" if kernel_dirs else "prior directories")  # fmt: skip
     if kernel_dirs:
         sources = [(d, 1.0) for d in kernel_dirs]
     else:

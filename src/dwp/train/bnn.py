@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import evaluate_bnn
-from dwp.io import atomic_path, run_lock
+from dwp.io import atomic_path, check_same_config, read_json, run_lock, write_json
 from dwp.nn import (
     FConv,
     Init,
@@ -42,7 +42,13 @@ from dwp.nn import (
     kl_divergence,
     set_noise_generator,
 )
-from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior, load_kernel_sets
+from dwp.priors import (
+    DeepWeightPrior,
+    LogUniformPrior,
+    NormalPrior,
+    check_per_layer,
+    load_kernel_sets,
+)
 
 __all__ = [
     "BNN_FORMAT_VERSION",
@@ -151,14 +157,6 @@ class BNNConfig:
         return d
 
 
-def _per_layer(dirs: tuple[str, ...], names: list[str], what: str) -> None:
-    if len(dirs) != len(names):
-        raise DWPError(
-            f"got {len(dirs)} {what} for {len(names)} conv layers ({', '.join(names)}); give one "
-            "per layer, in order"
-        )
-
-
 def build_bnn(
     config: BNNConfig,
     in_channels: int,
@@ -178,7 +176,7 @@ def build_bnn(
     model.to(device)
     names = list(conv_layers(model))
     if config.prior_dirs:
-        _per_layer(config.prior_dirs, names, "prior directories")
+        check_per_layer(config.prior_dirs, names, "prior directories")
     dwp_priors = {}
     if config.prior is PriorKind.dwp or config.init is Init.dwp:
         kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
@@ -202,34 +200,6 @@ def build_bnn(
     return model
 
 
-def _read_config(run: Path) -> dict | None:
-    try:
-        return json.loads((run / _CONFIG).read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise DWPError(f"{run / _CONFIG} is not valid JSON ({exc})") from None
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-
-
-def _check_same_config(run: Path, config: BNNConfig) -> None:
-    stored = _read_config(run)
-    if stored is None:
-        return
-    want = config.to_dict()
-    diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
-    if diff:
-        k = diff[0]
-        raise DWPError(
-            f"{run} holds a run with another config ({k}: {stored.get(k)!r} there, "
-            f"{want.get(k)!r} now); use another --out or delete it"
-        )
-
-
 def _data_term(logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
     """N/B * summed cross-entropy of the batch: an unbiased estimate of the dataset's sum."""
     return F.cross_entropy(logits, y, reduction="sum") * (n / len(y))
@@ -238,10 +208,9 @@ def _data_term(logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
 def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, BNNConfig]:
     """The model of a run directory (its last checkpoint) and the run's config."""
     run = Path(run)
-    stored = _read_config(run)
-    if stored is None or not (run / _CHECKPOINT).is_file():
+    if not ((run / _CONFIG).is_file() and (run / _CHECKPOINT).is_file()):
         raise DWPError(f"{run} is not a Bayesian CNN run (needs {_CONFIG} and {_CHECKPOINT})")
-    config = BNNConfig(**stored)
+    config = BNNConfig(**read_json(run / _CONFIG))
     ckpt = torch.load(run / _CHECKPOINT, map_location="cpu", weights_only=True)
     ds = ckpt["data_shape"]
     model = build_bnn(config, ds["channels"], ds["classes"], ds["size"], device)
@@ -265,14 +234,14 @@ def train_bnn(
     """
     out = Path(out)
     device = torch.device(device)
-    _check_same_config(out, config)
+    check_same_config(out, config.to_dict())
     result_path = out / _RESULT
     if result_path.is_file():
         return json.loads(result_path.read_text())
     with run_lock(out):  # one process per run directory (parallel sweeps may overlap)
         if result_path.is_file():  # finished by another process meanwhile
             return json.loads(result_path.read_text())
-        _check_same_config(out, config)
+        check_same_config(out, config.to_dict())
         return _train(config, out, device, data_root, on_epoch, on_eval)
 
 
@@ -294,7 +263,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     noise_gen = torch.Generator(device).manual_seed(config.seed + 2)
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / _CONFIG, config.to_dict())
+    write_json(out / _CONFIG, config.to_dict())
     start_epoch, wall = 0, 0.0
     ckpt_path = out / _CHECKPOINT
     if ckpt_path.is_file():
@@ -388,7 +357,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
         "split_seed": config.split_seed,
         "device": str(device),
     }
-    _write_json(result_path, result)
+    write_json(result_path, result)
     return result
 
 
