@@ -15,35 +15,13 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 setup: $(STAMP)
 
-# The quick configuration of the pipeline: 10 source nets of width 64/128 for 3 epochs on 10000
-# rendered letters, their kernels, a prior per layer (the 5x5 one on 20000 kernels, few epochs);
-# then a 7x7 prior on the shipped kernels of paper-protocol nets (data/kernels/letters-fconv);
-# then two short Bayesian CNN runs on 50 MNIST digits (standard normal and deep weight prior),
-# and a short convergence experiment (Xavier / DWP-sample / source-filter kernels, 2 seeds).
+# The README's main job: the whole pipeline in its quick preset (priors fitted to the shipped kernels
+# of paper-protocol source nets; the classification, convergence and random-feature experiments on
+# 5000 MNIST digits) and the report, OUT/report.md. Finished stages are skipped on a re-run.
 quick: $(STAMP)
 	$(DWP) data list
-	$(DWP) data preview letters --out $(OUT)/letters.png
-	$(DWP) data preview mnist5k --out $(OUT)/mnist5k.png
-	$(DWP) source train --dataset letters --nets 10 --hidden 64 128 --epochs 3 --n-train 10000 \
-		--out $(OUT)/source
-	$(DWP) kernels extract --source $(OUT)/source --out $(OUT)/kernels --max-kernels 20000
-	$(DWP) kernels preview $(OUT)/kernels --out $(OUT)/kernels.png
-	$(DWP) prior train --kernels $(OUT)/kernels/conv1 --out $(OUT)/prior-conv1
-	$(DWP) prior train --kernels $(OUT)/kernels/conv2 --out $(OUT)/prior-conv2 --epochs 5
-	$(DWP) prior eval --prior $(OUT)/prior-conv1 --kernels $(OUT)/kernels/conv1/test.npy \
-		> $(OUT)/prior-conv1/eval.json
-	$(DWP) prior eval --prior $(OUT)/prior-conv2 --kernels $(OUT)/kernels/conv2/test.npy \
-		--iw-samples 20 > $(OUT)/prior-conv2/eval.json
-	$(DWP) prior sample --prior $(OUT)/prior-conv1 --out $(OUT)/prior-conv1.png
-	$(DWP) prior sample --prior $(OUT)/prior-conv2 --out $(OUT)/prior-conv2.png
-	$(DWP) prior train --kernels data/kernels/letters-fconv/conv1 --out $(OUT)/prior-paper-conv1
-	$(DWP) prior sample --prior $(OUT)/prior-paper-conv1 --out $(OUT)/prior-paper-conv1.png
-	$(DWP) bnn train --prior normal --epochs 50 --eval-every 25 --out $(OUT)/bnn-normal
-	$(DWP) bnn train --prior dwp --prior-dirs $(OUT)/prior-conv1 $(OUT)/prior-conv2 \
-		--epochs 50 --eval-every 25 --out $(OUT)/bnn-dwp
-	$(DWP) experiment convergence --prior-dirs $(OUT)/prior-conv1 $(OUT)/prior-conv2 \
-		--seeds 0 1 --steps 50 --out $(OUT)/convergence
-	@cat $(OUT)/prior-conv1/eval.json $(OUT)/prior-conv2/eval.json
+	$(DWP) reproduce --preset quick --out $(OUT)
+	@sed -n '/^## Classification/,/^!\[/p' $(OUT)/report.md
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -33,6 +33,10 @@ SMOKE_TESTED = {
     ("bnn", "train"): "test_bnn.py::test_bnn_train",
     ("bnn", "summary"): "test_bnn.py::test_bnn_summary",
     ("experiment", "convergence"): "test_experiments.py::test_experiment_convergence",
+    ("experiment", "classification"): "test_reproduce.py::test_experiment_classification",
+    ("experiment", "features"): "test_reproduce.py::test_experiment_features",
+    ("reproduce",): "test_reproduce.py::test_reproduce_and_report",
+    ("report",): "test_reproduce.py::test_reproduce_and_report",
 }
 
 
@@ -293,16 +297,22 @@ def test_cli_defaults_match_the_library():
 
     from dwp.cli import (
         InitChoice,
+        MethodChoice,
+        PresetChoice,
         PriorChoice,
         bnn_train,
+        experiment_classification,
         experiment_convergence,
+        experiment_features,
         kernels_extract,
         prior_train,
         source_train,
     )
-    from dwp.experiments import ConvergenceConfig
+    from dwp.experiments import ClassificationConfig, ConvergenceConfig, FeaturesConfig
+    from dwp.experiments.classification import BAYES_METHODS, L2_METHODS
     from dwp.kernels import KernelConfig
     from dwp.nn import Init
+    from dwp.reproduce import PRESETS
     from dwp.train.bnn import BNNConfig, PriorKind
     from dwp.train.prior import PriorTrainConfig
     from dwp.train.source import SourceConfig
@@ -310,14 +320,18 @@ def test_cli_defaults_match_the_library():
     # the CLI keeps its own choices (so that `dwp --help` does not import torch): same values
     assert [c.value for c in PriorChoice] == [c.value for c in PriorKind]
     assert [c.value for c in InitChoice] == [c.value for c in Init]
+    assert [c.value for c in MethodChoice] == list(BAYES_METHODS + L2_METHODS)
+    assert [c.value for c in PresetChoice] == list(PRESETS)
     for command, config in ((source_train, SourceConfig), (kernels_extract, KernelConfig),
                             (prior_train, PriorTrainConfig), (bnn_train, BNNConfig),
-                            (experiment_convergence, ConvergenceConfig)):  # fmt: skip
+                            (experiment_convergence, ConvergenceConfig),
+                            (experiment_classification, ClassificationConfig),
+                            (experiment_features, FeaturesConfig)):  # fmt: skip
         params = inspect.signature(command).parameters
         fields = {f.name: f.default for f in dataclasses.fields(config)}
         # None there (the CLI's "not given" for lists, or 0 for "all examples"), () / None here
-        unset = {"prior_dirs", "kernel_dirs", "inits", "seeds"}
-        if command is experiment_convergence:
+        unset = {"prior_dirs", "kernel_dirs", "inits", "seeds", "methods", "splits", "scales"}
+        if command in (experiment_convergence, experiment_features, experiment_classification):
             unset.add("examples")
         shared = set(params) & set(fields) - unset
         assert len(shared) >= 4

@@ -103,12 +103,10 @@ def test_validate_kernels_accepts_float64_and_returns_float32():
 
 
 def test_shipped_paper_protocol_kernels_are_valid():
-    from pathlib import Path
-
-    from dwp.kernels import read_kernel_stats
+    from dwp.kernels import read_kernel_stats, resolve_kernel_sets
     from dwp.train.prior import load_kernel_dir
 
-    root = Path(__file__).resolve().parents[1] / "data" / "kernels" / "letters-fconv"
+    root = resolve_kernel_sets("letters-fconv")  # shipped inside the package
     stats = read_kernel_stats(root)
     for layer, k in (("conv1", 7), ("conv2", 5)):
         train, test = load_kernel_dir(root / layer)

@@ -122,6 +122,44 @@ DeviceOpt = Annotated[
 ]
 
 
+class ExecutorChoice(StrEnum):
+    """Where a sweep's runs execute."""
+
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[
+    ExecutorChoice,
+    typer.Option(
+        "--executor",
+        help="local: this machine (--jobs processes); ray: one Ray task per run (pip install "
+        "'deep-weight-prior[ray]').",
+    ),
+]
+JobsOpt = Annotated[
+    int, typer.Option(min=1, help="With --executor local: runs in parallel (processes).")
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --executor ray: auto (the cluster this machine is in) or HOST:PORT of a head "
+        "node (default: a local Ray instance).",
+        show_default=False,
+    ),
+]
+
+
+def _executor(kind: ExecutorChoice, jobs: int, address: str | None, device):
+    from dwp.executors import make_executor
+
+    if kind is ExecutorChoice.local and address is not None:
+        raise DWPError("--address goes with --executor ray")
+    gpus = 1 if getattr(device, "type", str(device)) == "cuda" else 0
+    return make_executor(kind.value, jobs, address, gpus_per_run=gpus)
+
+
 def _bar(total: int | None, desc: str, unit: str = "step"):
     """A progress bar on stderr; disabled where stderr is not a terminal (logs, CI)."""
     from tqdm.auto import tqdm
@@ -394,31 +432,10 @@ def prior_sample(
 ) -> None:
     """Draw kernels from the prior (decoder means at z ~ N(0, I), and full draws from p(w | z))
     beside real kernels; for a 2-D latent space also the kernels decoded on a grid of z."""
-    import torch
+    from dwp.report import prior_figures
 
-    from dwp.kernels import load_kernel_file
-    from dwp.plots import latent_grid, pick_kernels, prior_samples
-    from dwp.priors import load_prior
-
-    vae, meta = load_prior(prior)
-    real = None
-    if kernels is None:
-        stored = meta.get("training", {}).get("kernels")
-        if stored and (Path(stored) / "train.npy").is_file():
-            kernels = Path(stored) / "train.npy"
-    if kernels is not None:
-        real = pick_kernels(load_kernel_file(kernels, vae.kernel_size), n, seed)
-    with torch.no_grad():
-        means = vae.sample(n, torch.Generator().manual_seed(seed)).numpy()
-        draws = vae.sample(n, torch.Generator().manual_seed(seed), mean=False).numpy()
-    k = vae.kernel_size
-    title = f"{k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden})"
-    typer.echo(f"wrote {prior_samples(real, means, draws, out, title)}")
-    if vae.z_dim == 2:
-        g = 12
-        path = latent_out or out.with_name(out.stem + "_latent.png")
-        title = f"{k}x{k} prior: decoder means on a grid of z (normal quantiles 3%..97%)"
-        typer.echo(f"wrote {latent_grid(vae.latent_grid(g).numpy(), g, path, title)}")
+    for path in prior_figures(prior, out, kernels, n, seed, latent_out):
+        typer.echo(f"wrote {path}")
 
 
 @prior_app.command("import")
@@ -738,7 +755,301 @@ def experiment_convergence(
     typer.echo(f"figure: {out / 'convergence.png'}")
 
 
-_MULTI_VALUE = ("--prior-dirs", "--kernel-dirs", "--inits", "--seeds")
+class MethodChoice(StrEnum):
+    """A method of the classification sweep."""
+
+    dwp = "dwp"
+    log_uniform = "log-uniform"
+    normal = "normal"
+    l2_xavier = "l2-xavier"
+    l2_dwp = "l2-dwp"
+
+
+@experiment_app.command("classification")
+def experiment_classification(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory.")],
+    prior_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prior-dirs",
+            help="Prior directories, one per conv layer (for methods dwp and l2-dwp).",
+            show_default=False,
+        ),
+    ] = None,
+    methods: Annotated[
+        list[MethodChoice] | None,
+        typer.Option(
+            "--methods",
+            help="Methods to compare (default: dwp log-uniform normal l2-xavier l2-dwp).",
+            show_default=False,
+        ),
+    ] = None,
+    examples: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--examples",
+            help="Training-set sizes (default: 50 100 200 500 1000).",
+            show_default=False,
+        ),
+    ] = None,
+    splits: Annotated[
+        list[int] | None,
+        typer.Option("--splits", help="Split seeds (default: 0..9).", show_default=False),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Target dataset (see `dwp data list`).")] = "mnist5k",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs per run (the paper: 10000).")] = 1000,
+    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
+        32,
+        128,
+    ),
+    lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
+    dwp_kernel_batch: Annotated[
+        int, typer.Option(min=1, help="Kernels per layer through the DWP's VAE each step.")
+    ] = 256,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="The DWP's exact mode (every kernel every step).")
+    ] = False,
+    l2: Annotated[
+        float, typer.Option(min=0.0, help="L2 weight of the deterministic baselines.")
+    ] = 1e-3,
+    executor: ExecutorOpt = ExecutorChoice.local,
+    jobs: JobsOpt = 1,
+    address: AddressOpt = None,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Sweep training-set sizes x split seeds x methods (Bayesian FConv with each prior, and
+    the deterministic FConv with L2); write results.csv, summary.json and accuracy.png. Finished
+    runs are read back; a killed sweep resumes."""
+    from dwp.device import resolve_device
+    from dwp.experiments import ClassificationConfig, run_classification
+    from dwp.experiments.classification import BAYES_METHODS, L2_METHODS
+
+    config = ClassificationConfig(
+        dataset=dataset,
+        examples=tuple(examples) if examples else (50, 100, 200, 500, 1000),
+        splits=tuple(splits) if splits else tuple(range(10)),
+        methods=tuple(m.value for m in methods) if methods else BAYES_METHODS + L2_METHODS,
+        epochs=epochs,
+        hidden=hidden,
+        lr=lr,
+        prior_dirs=tuple(prior_dirs or ()),
+        dwp_kernel_batch=None if exact else dwp_kernel_batch,
+        l2=l2,
+    )
+    bar = _bar(len(config.tasks()), "classification", unit="run")
+
+    def on_run(r: dict) -> None:
+        bar.update(1)
+        bar.set_postfix({"last": f"{r['method']} n{r['examples']} s{r['split']}: {r['acc']:.4f}"})
+
+    try:
+        dev = resolve_device(device)
+        rows = run_classification(config, out, dev, data_root, on_run,
+                                  _executor(executor, jobs, address, dev))  # fmt: skip
+    finally:
+        bar.close()
+    typer.echo("| examples | method | accuracy | NLL | splits | paper |")
+    typer.echo("|---|---|---|---|---|---|")
+    for r in rows:
+        paper = "-" if r["paper"] is None else f"{r['paper']:.3f}"
+        typer.echo(f"| {r['examples']} | {r['method']} | {r['acc_mean']:.4f} ± {r['acc_std']:.4f} "
+                   f"| {r['nll_mean']:.3f} | {r['runs']} | {paper} |")  # fmt: skip
+    typer.echo(f"figure: {out / 'accuracy.png'}")
+
+
+@experiment_app.command("features")
+def experiment_features(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory.")],
+    prior_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--prior-dirs",
+            help="Prior directories, one per conv layer (for --inits dwp; also the default "
+            "kernel sets of filters).",
+            show_default=False,
+        ),
+    ] = None,
+    kernel_dirs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--kernel-dirs",
+            help="Kernel sets, one per conv layer, for --inits filters.",
+            show_default=False,
+        ),
+    ] = None,
+    inits: Annotated[
+        list[InitChoice] | None,
+        typer.Option(
+            "--inits", help="Initialisations to compare (default: all three).", show_default=False
+        ),
+    ] = None,
+    scales: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--scales",
+            help="Width scales k (default: 0.0625 0.125 0.25 0.5 1).",
+            show_default=False,
+        ),
+    ] = None,
+    seeds: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--seeds", help="Seeds per init and scale (default: 0 1 2).", show_default=False
+        ),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Target dataset (see `dwp data list`).")] = "mnist5k",
+    examples: Annotated[
+        int, typer.Option(min=0, help="Training examples, stratified (0: the whole train part).")
+    ] = 0,
+    base_hidden: Annotated[
+        tuple[int, int], typer.Option(help="Widths of the two conv layers at scale 1.")
+    ] = (256, 512),
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per run.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-2,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Random feature extraction: freeze the conv kernels of an FConv with BatchNorm at their
+    initialisation (Xavier, DWP samples, source filters), train only BatchNorm and the
+    classifier, at several widths; write results.csv, summary.json and features.png."""
+    from dwp.device import resolve_device
+    from dwp.experiments import FeaturesConfig, run_features
+    from dwp.experiments.features import scale_label
+
+    config = FeaturesConfig(
+        dataset=dataset,
+        examples=examples or None,
+        base_hidden=base_hidden,
+        scales=tuple(scales) if scales else (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0),
+        inits=tuple(i.value for i in inits) if inits else ("xavier", "dwp", "filters"),
+        seeds=tuple(seeds) if seeds else (0, 1, 2),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        prior_dirs=tuple(prior_dirs or ()),
+        kernel_dirs=tuple(kernel_dirs or ()),
+    )
+    total = len(config.inits) * len(config.scales) * len(config.seeds)
+    bar = _bar(total, "random features", unit="run")
+
+    def on_run(r: dict) -> None:
+        bar.update(1)
+        bar.set_postfix({"last": f"{r['init']} k{scale_label(r['scale'])} s{r['seed']}: "
+                                 f"{r['test_acc']:.4f}"})  # fmt: skip
+
+    try:
+        summary = run_features(config, out, resolve_device(device), data_root, on_run)
+    finally:
+        bar.close()
+    labels = next(iter(summary.values()))["label"]
+    typer.echo("| init | " + " | ".join(f"k = {lab}" for lab in labels) + " |")
+    typer.echo("|---|" + "---|" * len(labels))
+    for init, s in summary.items():
+        cells = " | ".join(f"{m:.4f} ± {sd:.4f}" for m, sd in zip(s["mean"], s["std"], strict=True))
+        typer.echo(f"| {init} | {cells} |")
+    typer.echo(f"figure: {out / 'features.png'}")
+
+
+class PresetChoice(StrEnum):
+    """A preset of `dwp reproduce`."""
+
+    quick = "quick"
+    paper = "paper"
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
+        "results/reproduce"
+    ),
+    preset: Annotated[
+        PresetChoice,
+        typer.Option(
+            help="quick: embedded data, ~15 min on 2 CPU cores; paper: the full "
+            "protocol (needs the MNIST and notMNIST files; a GPU)."
+        ),
+    ] = PresetChoice.quick,
+    preset_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--preset-file",
+            help="A custom preset: JSON with the fields of `dwp.reproduce.Preset` (overrides "
+            "--preset).",
+            show_default=False,
+        ),
+    ] = None,
+    kernels: Annotated[
+        Path | None,
+        typer.Option(
+            "--kernels",
+            help="Use these kernel sets (a `dwp kernels extract` directory with conv1 and "
+            "conv2) instead of training source nets.",
+            show_default=False,
+        ),
+    ] = None,
+    executor: ExecutorOpt = ExecutorChoice.local,
+    jobs: JobsOpt = 1,
+    address: AddressOpt = None,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Reproduce the paper: source nets -> kernel sets -> priors -> classification,
+    convergence and random-feature experiments -> OUT/report.md with figures. Finished stages
+    are skipped on a re-run; a killed run resumes."""
+    import time
+
+    from dwp.device import resolve_device
+    from dwp.reproduce import PRESETS, load_preset, reproduce
+
+    t0 = time.perf_counter()
+    chosen = load_preset(preset_file) if preset_file else PRESETS[preset.value]
+    typer.echo(f"preset {chosen.name}: {chosen.description}")
+    bar = None
+
+    def on_event(e: dict) -> None:
+        nonlocal bar
+        if e["event"] == "progress":
+            if bar is not None:
+                bar.update(1)
+            return
+        head = f"[{e['index']}/{e['total']}] {e['stage']}"
+        if e["event"] == "skip":
+            typer.echo(f"{head}: done earlier, skipped")
+        elif e["event"] == "start":
+            typer.echo(f"{head} ...")
+            bar = _bar(None, e["stage"], unit="item")
+        else:
+            if bar is not None:
+                bar.close()
+                bar = None
+            typer.echo(f"{head}: {e['seconds']:.0f} s")
+
+    try:
+        dev = resolve_device(device)
+        path = reproduce(chosen, out, dev, data_root, kernels,
+                         _executor(executor, jobs, address, dev), on_event)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    typer.echo(f"report: {path}  ({time.perf_counter() - t0:.0f} s)")
+
+
+@app.command("report")
+def report_cmd(
+    out: Annotated[Path, typer.Argument(help="A `dwp reproduce` output directory.")],
+) -> None:
+    """Rebuild OUT/report.md (and its prior figures) from the results on disk."""
+    from dwp.report import build_report
+
+    typer.echo(f"wrote {build_report(out)}")
+
+
+_MULTI_VALUE = (
+    "--prior-dirs", "--kernel-dirs", "--inits", "--seeds", "--methods", "--examples",
+    "--splits", "--scales",
+)  # fmt: skip
 
 
 def _expand_multi_value(argv: list[str]) -> list[str]:

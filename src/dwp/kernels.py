@@ -30,6 +30,8 @@ __all__ = [
     "kernel_slices",
     "load_kernel_file",
     "read_kernel_stats",
+    "resolve_kernel_sets",
+    "shipped_kernel_sets",
     "validate_kernels",
 ]
 
@@ -172,6 +174,30 @@ def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kernel
     with atomic_path(out / "stats.json") as tmp:
         tmp.write_text(json.dumps(stats, indent=2))
     return stats
+
+
+SHIPPED_KERNELS = Path(__file__).parent / "data" / "kernels"
+
+
+def shipped_kernel_sets() -> list[str]:
+    """Names of the kernel sets shipped with dwp (``dwp/data/kernels/NAME``, each with a README
+    saying how it was made)."""
+    if not SHIPPED_KERNELS.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_KERNELS.iterdir() if (p / "stats.json").is_file())
+
+
+def resolve_kernel_sets(name_or_path: str | Path) -> Path:
+    """A kernel-set directory: an existing path, else the shipped set of that name."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path.resolve()
+    if str(name_or_path) in shipped_kernel_sets():
+        return SHIPPED_KERNELS / str(name_or_path)
+    raise DWPError(
+        f"kernel sets {name_or_path} not found: give a `dwp kernels extract` directory or a "
+        f"shipped set ({', '.join(shipped_kernel_sets()) or 'none installed'})"
+    )
 
 
 def read_kernel_stats(kernels_dir: str | Path) -> dict:

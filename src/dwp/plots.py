@@ -16,9 +16,11 @@ from dwp.errors import DWPError
 from dwp.io import atomic_path
 
 __all__ = [
+    "accuracy_vs_examples",
     "class_grid",
     "convergence_curves",
     "draw_kernels",
+    "features_vs_scale",
     "kernel_preview",
     "latent_grid",
     "pick_kernels",
@@ -194,6 +196,80 @@ def convergence_curves(summary: dict, out: str | Path, caption: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     ax.set_title("Convergence by initialisation of the conv kernels", fontsize=10)
+    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+_METHOD_STYLE = {
+    "dwp": ("tab:red", "DWP"),
+    "log-uniform": ("tab:green", "log-uniform"),
+    "normal": ("tab:gray", "standard normal"),
+    "l2-xavier": ("tab:purple", "L2 net, Xavier init"),
+    "l2-dwp": ("tab:orange", "L2 net, DWP init"),
+}
+
+
+def accuracy_vs_examples(rows: list[dict], dataset: str, out: str | Path, caption: str) -> Path:
+    """Test accuracy against the number of training examples per method (rows of
+    :func:`dwp.experiments.classification.summarise_classification`): mean with ± one standard
+    deviation over splits, and the paper's numbers dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for i, method in enumerate(methods):
+        rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["examples"])
+        color, label = _METHOD_STYLE.get(method, (None, method))
+        shift = 1 + 0.025 * (i - (len(methods) - 1) / 2)  # keep error bars apart
+        n = np.array([r["examples"] for r in rs]) * shift
+        mean = np.array([r["acc_mean"] for r in rs])
+        std = np.array([r["acc_std"] for r in rs])
+        ax.errorbar(n, mean, yerr=std, color=color, marker="o", capsize=3,
+                    label=f"{label} ({rs[0]['runs']} splits)")  # fmt: skip
+        paper = [(r["examples"], r["paper"]) for r in rs if r["paper"] is not None]
+        if paper:
+            px, py = zip(*paper, strict=True)
+            ax.plot(px, py, color=color, linestyle="--", marker="x", alpha=0.7,
+                    label=f"{label}, paper")  # fmt: skip
+    ax.set_xscale("log")
+    sizes = sorted({r["examples"] for r in rows})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel(f"training examples ({dataset})")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("Classification with limited data", fontsize=10)
+    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def features_vs_scale(summary: dict, out: str | Path, caption: str) -> Path:
+    """Random-feature test accuracy against the width scale per initialisation (a summary of
+    :func:`dwp.experiments.features.summarise_features`): mean ± one standard deviation over
+    seeds; the paper's numbers as crosses."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for init, s in summary.items():
+        color, label = _INIT_STYLE.get(init, (None, init))
+        k, mean, std = np.array(s["scale"]), np.array(s["mean"]), np.array(s["std"])
+        ax.errorbar(k, mean, yerr=std, color=color, marker="o", capsize=3,
+                    label=f"{label} ({max(s['runs'])} seeds)")  # fmt: skip
+        paper = [(x, p) for x, p in zip(k, s["paper"], strict=True) if p is not None]
+        if paper:
+            px, py = zip(*paper, strict=True)
+            ax.scatter(px, py, color=color, marker="x", s=60, label=f"{label}, paper")
+    scales = sorted({k for s in summary.values() for k in s["scale"]})
+    labels = {
+        k: lab for s in summary.values() for k, lab in zip(s["scale"], s["label"], strict=True)
+    }
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(scales, [labels[k] for k in scales])
+    ax.minorticks_off()
+    ax.set_xlabel("width scale k")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title("Random feature extraction (frozen conv kernels)", fontsize=10)
     fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
     fig.tight_layout()
     return save_figure(fig, out)

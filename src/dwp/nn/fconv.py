@@ -27,6 +27,8 @@ class FConv(nn.Module):
         conv: factory with ``nn.Conv2d``'s signature ``(in, out, kernel_size)`` that makes the
             conv layers; ``nn.Conv2d`` for ordinary nets, a Bayesian conv for Bayesian ones.
         negative_slope: slope of the LeakyReLU.
+        batch_norm: a BatchNorm2d after each conv, before the activation (the random feature
+            extraction experiment trains only these and the classifier).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class FConv(nn.Module):
         image_size: int = 28,
         conv: Callable[..., nn.Module] = nn.Conv2d,
         negative_slope: float = 0.01,
+        batch_norm: bool = False,
     ):
         super().__init__()
         h1, h2 = hidden
@@ -44,6 +47,8 @@ class FConv(nn.Module):
         self.negative_slope = negative_slope
         self.conv1 = conv(in_channels, h1, 7)
         self.conv2 = conv(h1, h2, 5)
+        self.bn1 = nn.BatchNorm2d(h1) if batch_norm else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(h2) if batch_norm else nn.Identity()
         side = ((image_size - 6) // 2 - 4) // 2  # 28 -> 22 -> 11 -> 7 -> 3
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for FConv (needs >= 20)")
@@ -59,8 +64,8 @@ class FConv(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.leaky_relu(self.conv1(x), self.negative_slope), 2)
-        x = F.max_pool2d(F.leaky_relu(self.conv2(x), self.negative_slope), 2)
+        x = F.max_pool2d(F.leaky_relu(self.bn1(self.conv1(x)), self.negative_slope), 2)
+        x = F.max_pool2d(F.leaky_relu(self.bn2(self.conv2(x)), self.negative_slope), 2)
         return x.flatten(1)  # (B, h2 * 3 * 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

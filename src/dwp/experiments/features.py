@@ -1,0 +1,239 @@
+"""Random feature extraction (as in the paper): the conv kernels of an FConv with BatchNorm stay
+frozen at their initialisation (``xavier``, ``dwp`` samples or random source kernels,
+``filters``) and only the BatchNorm parameters and the classifier train; test accuracy against
+the width scale k (widths ``round(k * base)``), over seeds.
+
+Every (init, scale, seed) run is written to ``OUT/runs/INIT-kSCALE-sSEED.json`` as it finishes
+(a killed experiment resumes, a finished one is read back); ``OUT/results.csv`` holds one row
+per run, ``OUT/summary.json`` the mean and standard deviation per init and scale with the
+paper's numbers where it has them, ``OUT/features.png`` the figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dwp.data import few_shot, load_dataset
+from dwp.errors import DWPError
+from dwp.io import atomic_path, check_same_config, read_json, write_json
+from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
+from dwp.priors import DeepWeightPrior, check_per_layer, load_kernel_sets
+from dwp.train.source import evaluate_accuracy
+
+from .paper import FEATURES, family
+
+__all__ = ["FeaturesConfig", "run_features", "scale_label", "widths"]
+
+FORMAT_VERSION = 1
+
+
+def scale_label(k: float) -> str:
+    """``1/16`` for 0.0625, ``1`` for 1.0."""
+    return str(Fraction(k).limit_denominator(64))
+
+
+def widths(base: tuple[int, int], k: float) -> tuple[int, int]:
+    return tuple(max(1, round(h * k)) for h in base)
+
+
+@dataclass
+class FeaturesConfig:
+    """One random-feature experiment. Seed ``s`` draws the kernels and the trained parameters'
+    init from ``s`` and orders the batches with ``s + 1``, the same for every init."""
+
+    dataset: str = "mnist5k"
+    examples: int | None = None  # training examples, stratified (None: the whole train part)
+    base_hidden: tuple[int, int] = (256, 512)  # the widths at scale 1 (the source nets')
+    scales: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+    inits: tuple[str, ...] = ("xavier", "dwp", "filters")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-2  # Adam, decayed linearly to 0 (only BatchNorm and the classifier train)
+    prior_dirs: tuple[str, ...] = ()
+    kernel_dirs: tuple[str, ...] = ()
+    format_version: int = field(default=FORMAT_VERSION)
+
+    def __post_init__(self):
+        self.base_hidden = tuple(int(h) for h in self.base_hidden)
+        self.scales = tuple(float(k) for k in self.scales)
+        self.seeds = tuple(int(s) for s in self.seeds)
+        try:
+            self.inits = tuple(Init(i).value for i in self.inits)
+        except ValueError as exc:
+            raise DWPError(str(exc)) from None
+        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
+        self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
+        checks = {
+            "examples": self.examples is None or self.examples >= 1,
+            "base_hidden": len(self.base_hidden) == 2 and min(self.base_hidden) >= 1,
+            "scales": len(self.scales) >= 1 and all(0 < k <= 64 for k in self.scales),
+            "inits": len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
+            "seeds": len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise DWPError(f"invalid random-feature config: {', '.join(bad)} out of range")
+        if "dwp" in self.inits and not self.prior_dirs:
+            raise DWPError("init dwp needs --prior-dirs (one prior directory per conv layer)")
+        if "filters" in self.inits and not (self.kernel_dirs or self.prior_dirs):
+            raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("base_hidden", "scales", "inits", "seeds", "prior_dirs", "kernel_dirs"):
+            d[k] = list(d[k])
+        return d
+
+
+def frozen_features_model(
+    hidden: tuple[int, int], init: str, seed: int, channels: int, classes: int, size: int,
+    priors=None, kernel_sets=None,
+) -> nn.Module:  # fmt: skip
+    """FConv with BatchNorm whose conv kernels are set by ``init`` and frozen (conv biases stay
+    0: the BatchNorm shifts); only the BatchNorm parameters and the classifier train."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FConv(hidden, channels, classes, size, batch_norm=True)
+        nn.init.xavier_normal_(model.fc.weight)
+        nn.init.zeros_(model.fc.bias)
+    convs = conv_layers(model)
+    init_conv_kernels(convs, init, priors=priors, kernel_sets=kernel_sets,
+                      generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    for conv in convs.values():
+        conv.requires_grad_(False)
+    return model
+
+
+def _train(model: nn.Module, train, test, config: FeaturesConfig, seed: int, device) -> dict:
+    model.to(device)
+    x_all, y_all = train.images.to(device), train.labels.to(device)
+    n, batch = len(train), min(config.batch_size, len(train))
+    per_epoch = -(-n // batch)
+    total = per_epoch * config.epochs
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / total)
+    gen = torch.Generator().manual_seed(seed + 1)
+    t0 = time.perf_counter()
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=gen).to(device)
+        for i in range(per_epoch):
+            idx = order[i * batch : (i + 1) * batch]
+            loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return {"test_acc": evaluate_accuracy(model, test), "train_loss": float(loss.detach()),
+            "trained_params": sum(p.numel() for p in params),
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+
+
+def run_features(
+    config: FeaturesConfig,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    data_root=None,
+    on_run: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run (or resume, or read back) the experiment in ``out``; returns the summary dict.
+
+    ``on_run`` receives ``{"init", "scale", "seed", "index", "total", "test_acc", "cached"}``
+    after each run."""
+    out = Path(out)
+    device = torch.device(device)
+    check_same_config(out, config.to_dict(), "an experiment")
+    ds = load_dataset(config.dataset, data_root)
+    train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
+    channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
+    names = list(conv_layers(FConv((1, 1), channels, ds.num_classes, size)))
+    priors = kernel_sets = None
+    if "dwp" in config.inits:
+        check_per_layer(config.prior_dirs, names, "prior directories")
+        priors = {
+            n: DeepWeightPrior.from_dir(d) for n, d in zip(names, config.prior_dirs, strict=True)
+        }
+    if "filters" in config.inits:
+        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
+    write_json(out / "config.json", config.to_dict())
+    tasks = [(i, k, s) for k in config.scales for i in config.inits for s in config.seeds]
+    rows = []
+    for index, (init, k, seed) in enumerate(tasks, start=1):
+        path = out / "runs" / f"{init}-k{k:g}-s{seed}.json"
+        cached = path.is_file()
+        if cached:
+            run = read_json(path)
+        else:
+            hidden = widths(config.base_hidden, k)
+            model = frozen_features_model(hidden, init, seed, channels, ds.num_classes, size,
+                                          priors, kernel_sets)  # fmt: skip
+            run = {"init": init, "scale": k, "seed": seed, "hidden": list(hidden),
+                   **_train(model, train, ds.test, config, seed, device)}  # fmt: skip
+            write_json(path, run)
+        rows.append(run)
+        if on_run is not None:
+            on_run({"init": init, "scale": k, "seed": seed, "index": index, "total": len(tasks),
+                    "test_acc": run["test_acc"], "cached": cached})  # fmt: skip
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["init", "scale", "hidden1", "hidden2", "seed", "test_acc", "seconds"])
+        for r in rows:
+            w.writerow([r["init"], f"{r['scale']:g}", *r["hidden"], r["seed"],
+                        f"{r['test_acc']:.6f}", f"{r['seconds']:.2f}"])  # fmt: skip
+    summary = summarise_features(rows, config.dataset)
+    write_json(out / "summary.json", summary)
+    from dwp.plots import features_vs_scale
+
+    n_train = len(train)
+    features_vs_scale(
+        summary, out / "features.png",
+        caption=f"FConv with BatchNorm on {config.dataset} ({n_train} training images), widths "
+        f"k x {config.base_hidden[0]}/{config.base_hidden[1]}, frozen conv kernels; "
+        f"{config.epochs} epochs of BatchNorm + classifier; mean ± sd over seeds "
+        f"{', '.join(map(str, config.seeds))}; markers: the paper",
+    )  # fmt: skip
+    return summary
+
+
+def summarise_features(rows: list[dict], dataset: str) -> dict:
+    """Per init: scales, mean and sd of test accuracy over seeds, and the paper's number per
+    scale (None where it has none)."""
+    paper = FEATURES.get(family(dataset) or "", {})
+    by_init: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        by_init.setdefault(r["init"], {}).setdefault(r["scale"], []).append(r["test_acc"])
+    out = {}
+    for init, per_scale in by_init.items():
+        scales = sorted(per_scale)
+        accs = [per_scale[k] for k in scales]
+        out[init] = {
+            "scale": scales,
+            "label": [scale_label(k) for k in scales],
+            "mean": [statistics.fmean(a) for a in accs],
+            "std": [statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs],
+            "runs": [len(a) for a in accs],
+            "paper": [_paper_at(paper, k, init) for k in scales],
+        }
+    return out
+
+
+def _paper_at(paper: dict, k: float, init: str) -> float | None:
+    for scale, values in paper.items():
+        if abs(scale - k) < 1e-9:
+            return values.get(init)
+    return None

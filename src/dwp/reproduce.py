@@ -1,0 +1,263 @@
+"""``dwp reproduce``: the whole pipeline of the paper in one call, each stage cached.
+
+data -> source nets -> kernel sets -> one prior per conv layer -> the three experiments
+(classification with limited data, convergence, random feature extraction) -> ``report.md``.
+
+Layout of the output directory::
+
+    DIR/config.json         the preset and options (a re-run with others is refused)
+    DIR/stages.json         per stage: done, wall seconds (the report's timing table)
+    DIR/source/ kernels/ priors/conv1/ priors/conv2/
+    DIR/classification/ convergence/ features/   (results as JSON / CSV, and figures)
+    DIR/report.md, DIR/figures/
+
+A finished stage is skipped on a re-run; a killed one resumes (source nets, kernel sets and
+priors are written atomically; the experiments keep one file per finished run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from dwp.errors import DWPError
+from dwp.io import check_same_config, read_json, write_json
+
+__all__ = ["PRESETS", "STAGES", "Preset", "load_preset", "reproduce"]
+
+STAGES = ("source", "kernels", "priors", "classification", "convergence", "features", "report")
+LAYERS = ("conv1", "conv2")
+
+
+@dataclass
+class Preset:
+    """Everything a reproduction runs. The ``*_args`` dicts are keyword arguments of the stage's
+    config class (:class:`~dwp.train.source.SourceConfig`, :class:`~dwp.kernels.KernelConfig`,
+    :class:`~dwp.train.prior.PriorTrainConfig` per layer, and the experiments' configs; their
+    dataset and prior directories are filled in here). ``kernels``: a kernel-set directory or
+    the name of a shipped set (``dwp.kernels.shipped_kernel_sets``); the source and kernel
+    stages are then skipped."""
+
+    name: str
+    description: str
+    source_dataset: str
+    target_dataset: str
+    kernels: str | None = None  # kernel sets to use instead of training source nets
+    source_args: dict = field(default_factory=dict)
+    kernel_args: dict = field(default_factory=dict)
+    # layer -> PriorTrainConfig kwargs, and optionally "median_norm": the Bayesian nets then use
+    # the fitted prior moved to kernels of that median norm (see dwp.priors.rescale_prior)
+    prior_args: dict = field(default_factory=dict)
+    classification_args: dict = field(default_factory=dict)
+    convergence_args: dict = field(default_factory=dict)
+    features_args: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        name="quick",
+        description="embedded data: priors fitted to the shipped kernels of 10 paper-protocol "
+        "source nets on rendered letters (trained on a GPU: a CPU needs 2 minutes per epoch of "
+        "them), moved to the reference's kernel scale for the Bayesian nets; 5000 MNIST digits "
+        "as the target, 3 splits at 50 examples, short runs; about 15 minutes on 2 CPU cores",
+        source_dataset="letters",
+        target_dataset="mnist5k",
+        kernels="letters-fconv",
+        prior_args={
+            "conv1": {"epochs": 300, "median_norm": 1.35},
+            "conv2": {"epochs": 10, "median_norm": 0.17},
+        },
+        classification_args={"examples": (50,), "splits": (0, 1, 2), "epochs": 500},
+        convergence_args={"seeds": (0, 1, 2), "steps": 200},
+        features_args={"scales": (1 / 32, 1 / 16, 1 / 8), "seeds": (0, 1, 2), "epochs": 10},
+    ),
+    "paper": Preset(
+        name="paper",
+        description="the paper's protocol: 100 source nets 256/512 on notMNIST, 100 epochs; "
+        "MNIST with 50..1000 examples, 10 splits, 10000 epochs (a GPU or a long night)",
+        source_dataset="notmnist",
+        target_dataset="mnist",
+        source_args={"nets": 100, "hidden": (256, 512), "epochs": 100},
+        kernel_args={},
+        prior_args={"conv1": {"epochs": 300}, "conv2": {"epochs": 300}},
+        classification_args={"epochs": 10000},
+        convergence_args={"seeds": (0, 1, 2, 3, 4), "steps": 300},
+        features_args={"seeds": (0, 1, 2), "epochs": 10},
+    ),
+}
+
+
+def load_preset(path: str | Path) -> Preset:
+    """A custom preset from a JSON file holding :class:`Preset`'s fields."""
+    d = read_json(path)
+    names = {f.name for f in fields(Preset)}
+    if not isinstance(d, dict) or not {"name", "source_dataset", "target_dataset"} <= set(d):
+        raise DWPError(f"{path}: a preset needs at least name, source_dataset, target_dataset")
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise DWPError(f"{path}: unknown preset fields {unknown}; known: {sorted(names)}")
+    return Preset(**{"description": f"custom preset from {path}", **d})
+
+
+def _stage_log(out: Path) -> dict:
+    path = out / "stages.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def _mark(out: Path, stage: str, seconds: float, **info) -> None:
+    log = _stage_log(out)
+    log[stage] = {"done": True, "seconds": seconds, **info}
+    write_json(out / "stages.json", log)
+
+
+def reproduce(
+    preset: Preset | str,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    data_root=None,
+    kernels_dir: str | Path | None = None,
+    executor=None,
+    on_event: Callable[[dict], None] | None = None,
+) -> Path:
+    """Run (or resume) every stage of ``preset`` into ``out``; returns the report's path.
+
+    ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with ``conv1``
+    and ``conv2``) instead of training source nets. ``executor``: runs the classification
+    sweep's runs (see :mod:`dwp.executors`). ``on_event`` receives ``{"stage", "index",
+    "total", "event": "start" | "skip" | "done" | "progress", ...}``; progress events carry the
+    stage's own callback record under ``"record"``.
+    """
+    from dwp.experiments import (
+        ClassificationConfig,
+        ConvergenceConfig,
+        FeaturesConfig,
+        run_classification,
+        run_convergence,
+        run_features,
+    )
+    from dwp.kernels import KernelConfig, extract_kernels, resolve_kernel_sets
+    from dwp.priors import rescale_prior
+    from dwp.report import build_report
+    from dwp.train.prior import PriorTrainConfig, fit_prior
+    from dwp.train.source import SourceConfig, list_source_nets, load_source_net, train_source_nets
+
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise DWPError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    out = Path(out)
+    device = torch.device(device)
+    if kernels_dir is None and preset.kernels is not None:
+        kernels_dir = preset.kernels
+    kernels_dir = resolve_kernel_sets(kernels_dir) if kernels_dir is not None else None
+    if kernels_dir is not None:
+        missing = [
+            f"{la}/train.npy" for la in LAYERS if not (kernels_dir / la / "train.npy").is_file()
+        ]
+        if missing:
+            raise DWPError(f"--kernels {kernels_dir} lacks {', '.join(missing)}")
+    settings = {"preset": _jsonable(preset.to_dict()),
+                "kernels_dir": str(kernels_dir) if kernels_dir else None}  # fmt: skip
+    check_same_config(out, settings, "a reproduction")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", settings)
+    kdir = kernels_dir or out / "kernels"
+    # the priors as fitted initialise ordinary nets (convergence, random features); the Bayesian
+    # nets use them moved to ``median_norm`` where the preset asks for it
+    prior_dirs = tuple(str(out / "priors" / la) for la in LAYERS)
+    bnn_prior_dirs = tuple(
+        str(out / "priors" / f"{la}-rescaled") if preset.prior_args.get(la, {}).get("median_norm")
+        else d for la, d in zip(LAYERS, prior_dirs, strict=True)
+    )  # fmt: skip
+    emit = on_event or (lambda e: None)
+
+    def progress(stage):
+        return lambda record: emit({"stage": stage, "event": "progress", "record": record})
+
+    def source():
+        if kernels_dir is not None:
+            return {"skipped": f"kernel sets given: {kernels_dir}"}
+        cfg = SourceConfig(dataset=preset.source_dataset, **preset.source_args)
+        done = lambda i, m: progress("source")({"net": i, "nets": cfg.nets, **m})  # noqa: E731
+        res = train_source_nets(cfg, out / "source", device, data_root, on_net_done=done)
+        return {"nets": len(res), "mean_test_acc": sum(r["test_acc"] for r in res) / len(res)}
+
+    def kernels():
+        if kernels_dir is not None:
+            return {"skipped": f"kernel sets given: {kernels_dir}"}
+        nets = [load_source_net(p)[0] for p in list_source_nets(out / "source")]
+        stats = extract_kernels(nets, out / "kernels", KernelConfig(**preset.kernel_args))
+        return {la: stats["layers"][la][part]["written"] for la in LAYERS for part in ["train"]}
+
+    def priors():
+        info = {}
+        for layer, d, bnn_d in zip(LAYERS, prior_dirs, bnn_prior_dirs, strict=True):
+            args = dict(preset.prior_args.get(layer, {}))
+            median_norm = args.pop("median_norm", None)
+            if not (Path(d) / "prior.json").is_file() or not (Path(d) / "weights.pt").is_file():
+                cfg = PriorTrainConfig(**args)
+                _, meta = fit_prior(kdir / layer, d, cfg, device, on_epoch=progress("priors"))
+                metrics = meta["metrics"]
+                info[layer] = {
+                    "test_elbo": metrics.get("test", metrics["train"])["elbo_per_kernel"]
+                }
+            if median_norm:
+                _, rescaled = rescale_prior(d, bnn_d, median_norm=median_norm)
+                info.setdefault(layer, {})["rescaled_by"] = rescaled["rescaled"]["factor"]
+        return info
+
+    def classification():
+        cfg = ClassificationConfig(dataset=preset.target_dataset, prior_dirs=bnn_prior_dirs,
+                                   **preset.classification_args)  # fmt: skip
+        run_classification(cfg, out / "classification", device, data_root,
+                           progress("classification"), executor)  # fmt: skip
+        return {}
+
+    def convergence():
+        cfg = ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=prior_dirs,
+                                **preset.convergence_args)  # fmt: skip
+        run_convergence(cfg, out / "convergence", device, data_root, progress("convergence"))
+        return {}
+
+    def features():
+        cfg = FeaturesConfig(dataset=preset.target_dataset, prior_dirs=prior_dirs,
+                             **preset.features_args)  # fmt: skip
+        run_features(cfg, out / "features", device, data_root, progress("features"))
+        return {}
+
+    def report():
+        build_report(out)
+        return {}
+
+    steps = {"source": source, "kernels": kernels, "priors": priors,
+             "classification": classification, "convergence": convergence,
+             "features": features, "report": report}  # fmt: skip
+    for index, stage in enumerate(STAGES, start=1):
+        base = {"stage": stage, "index": index, "total": len(STAGES)}
+        if stage != "report" and _stage_log(out).get(stage, {}).get("done"):
+            emit({**base, "event": "skip"})
+            continue
+        emit({**base, "event": "start"})
+        t0 = time.perf_counter()
+        info = steps[stage]()
+        seconds = time.perf_counter() - t0
+        if stage != "report":
+            _mark(out, stage, seconds, **info)
+        emit({**base, "event": "done", "seconds": seconds, **info})
+    return out / "report.md"
+
+
+def _jsonable(value):
+    """Tuples to lists, recursively (what a JSON round trip gives)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

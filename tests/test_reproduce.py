@@ -1,0 +1,275 @@
+"""The classification sweep, random feature extraction, executors, `dwp reproduce` and
+`dwp report`: outputs, resume, and errors; all on tiny MNIST-format files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+import torch
+
+from dwp.cli import main
+from dwp.errors import DWPError
+from dwp.executors import LocalExecutor
+from dwp.experiments import ClassificationConfig, FeaturesConfig, run_classification, run_features
+from dwp.experiments.classification import summarise_classification, train_l2_net
+from dwp.experiments.features import frozen_features_model, scale_label, widths
+from dwp.experiments.paper import paper_classification
+from dwp.nn import conv_layers
+from dwp.priors import DeepWeightPrior
+
+
+def _classification_args(tiny, out, *extra):
+    return ["experiment", "classification", "--out", str(out), "--dataset", "mnist",
+            "--data-root", tiny["data"], "--prior-dirs", *tiny["priors"], "--hidden", "4", "8",
+            "--examples", "10", "20", "--splits", "0", "1", "--epochs", "3", "--device", "cpu",
+            *extra]  # fmt: skip
+
+
+def test_experiment_classification(tiny_priors, tmp_path, capsys):
+    out = tmp_path / "cls"
+    assert main(_classification_args(tiny_priors, out)) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| examples | method | accuracy | NLL | splits | paper |")
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 5  # sizes x splits x methods
+    assert {r["method"] for r in rows} == {"dwp", "log-uniform", "normal", "l2-xavier", "l2-dwp"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "mnist"
+    for s in summary["rows"]:
+        accs = [float(r["acc"]) for r in rows
+                if r["method"] == s["method"] and int(r["examples"]) == s["examples"]]  # fmt: skip
+        assert s["runs"] == 2
+        assert s["acc_mean"] == pytest.approx(statistics.fmean(accs), abs=1e-6)
+        assert s["paper"] is None  # the paper has no 10- or 20-example numbers
+    # Bayesian runs are ordinary run directories: the ensemble accuracy is the row's
+    bnn = json.loads((out / "runs" / "normal-n10-s1" / "result.json").read_text())
+    row = next(r for r in rows if r["method"] == "normal" and r["examples"] == "10"
+               and r["split"] == "1")  # fmt: skip
+    assert float(row["acc"]) == pytest.approx(bnn["ens_acc"], abs=1e-6)
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a finished sweep is read back; a lost deterministic run is recomputed identically
+    lost = out / "runs" / "l2-dwp-n20-s0.json"
+    first = json.loads(lost.read_text())
+    lost.unlink()
+    done = []
+    cfg = ClassificationConfig(dataset="mnist", examples=(10, 20), splits=(0, 1), epochs=3,
+                               hidden=(4, 8), prior_dirs=tuple(tiny_priors["priors"]))  # fmt: skip
+    run_classification(cfg, out, data_root=tiny_priors["data"], on_run=done.append)
+    again = json.loads(lost.read_text())
+    assert again["acc"] == first["acc"] and again["nll"] == first["nll"]
+    assert len(done) == 20 and done[-1]["index"] == done[-1]["total"] == 20
+    # another config in the same directory is refused
+    assert main(_classification_args(tiny_priors, out, "--l2", "0.5")) == 2
+    assert "another config (l2" in capsys.readouterr().err
+
+
+def test_classification_in_worker_processes_matches(tiny_priors, tmp_path):
+    cfg = ClassificationConfig(dataset="mnist", examples=(10,), splits=(0, 1), epochs=2,
+                               hidden=(4, 8), methods=("normal", "l2-xavier"))  # fmt: skip
+    serial = run_classification(cfg, tmp_path / "a", data_root=tiny_priors["data"])
+    parallel = run_classification(cfg, tmp_path / "b", data_root=tiny_priors["data"],
+                                  executor=LocalExecutor(jobs=2))  # fmt: skip
+    for a, b in zip(serial, parallel, strict=True):
+        assert (a["method"], a["examples"]) == (b["method"], b["examples"])
+        assert a["acc_mean"] == pytest.approx(b["acc_mean"], abs=1e-9)
+
+
+def test_l2_baseline_penalises_the_conv_kernels(tiny_priors):
+    task = {"method": "l2-xavier", "examples": 10, "split": 0}
+
+    def norm_after(l2):
+        cfg = ClassificationConfig(dataset="mnist", examples=(10,), splits=(0,), epochs=40,
+                                   hidden=(4, 8), methods=("l2-xavier",), l2=l2,
+                                   lr=0.03)  # fmt: skip
+        res = train_l2_net(cfg, task, data_root=tiny_priors["data"], return_model=True)
+        model = res.pop("model")
+        assert 0 <= res["acc"] <= 1 and res["nll"] > 0 and res["train_acc"] >= 0
+        return sum(float(c.weight.detach().pow(2).sum()) for c in conv_layers(model).values())
+
+    assert norm_after(1.0) < 0.5 * norm_after(0.0)
+
+
+def test_summary_has_the_papers_numbers():
+    assert paper_classification("mnist5k", "dwp", 50) == 0.800
+    assert paper_classification("mnist", "normal", 1000) == 0.960
+    assert paper_classification("fashion-mnist", "dwp", 50) is None
+    rows = [{"method": "dwp", "examples": 50, "split": s, "acc": a, "nll": 1.0, "wall_s": 1.0}
+            for s, a in enumerate((0.7, 0.8))]  # fmt: skip
+    (s,) = summarise_classification(rows, "mnist5k")
+    assert s["acc_mean"] == pytest.approx(0.75)
+    assert s["acc_std"] == pytest.approx(statistics.stdev([0.7, 0.8]))
+    assert s["paper"] == 0.8 and s["diff"] == pytest.approx(-0.05)
+
+
+def test_classification_config_errors():
+    with pytest.raises(DWPError, match="need --prior-dirs"):
+        ClassificationConfig()
+    with pytest.raises(DWPError, match="unknown methods"):
+        ClassificationConfig(methods=("laplace",))
+    with pytest.raises(DWPError, match="examples"):
+        ClassificationConfig(methods=("normal",), examples=(0,))
+
+
+def _features_args(tiny, out, *extra):
+    return ["experiment", "features", "--out", str(out), "--dataset", "mnist", "--data-root",
+            tiny["data"], "--prior-dirs", *tiny["priors"], "--base-hidden", "8", "16",
+            "--scales", "0.5", "1", "--seeds", "0", "1", "--epochs", "2", "--device", "cpu",
+            *extra]  # fmt: skip
+
+
+def test_experiment_features(tiny_priors, tmp_path, capsys):
+    out = tmp_path / "rfe"
+    assert main(_features_args(tiny_priors, out)) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| init | k = 1/2 | k = 1 |")
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 2 * 2
+    assert {(r["hidden1"], r["hidden2"]) for r in rows} == {("4", "8"), ("8", "16")}
+    summary = json.loads((out / "summary.json").read_text())
+    for init, s in summary.items():
+        assert s["label"] == ["1/2", "1"] and s["runs"] == [2, 2]
+        accs = [float(r["test_acc"]) for r in rows if r["init"] == init and r["scale"] == "1"]
+        assert s["mean"][1] == pytest.approx(statistics.fmean(accs), abs=1e-6)
+        assert s["paper"] == [None, None]  # the paper's MNIST number is at k = 1/16
+    assert (out / "features.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # resume: a lost run is recomputed identically, the others are read back
+    lost = out / "runs" / "filters-k0.5-s1.json"
+    first = json.loads(lost.read_text())
+    lost.unlink()
+    seen = []
+    cfg = FeaturesConfig(dataset="mnist", base_hidden=(8, 16), scales=(0.5, 1), seeds=(0, 1),
+                         epochs=2, prior_dirs=tuple(tiny_priors["priors"]))  # fmt: skip
+    run_features(cfg, out, data_root=tiny_priors["data"], on_run=seen.append)
+    assert [(r["init"], r["scale"], r["seed"]) for r in seen if not r["cached"]] == [
+        ("filters", 0.5, 1)
+    ]
+    assert json.loads(lost.read_text())["test_acc"] == first["test_acc"]
+
+
+def test_random_features_train_only_batchnorm_and_classifier(tiny_priors):
+    from dwp.data import load_dataset
+    from dwp.experiments.features import _train
+
+    priors = {n: DeepWeightPrior.from_dir(d)
+              for n, d in zip(("conv1", "conv2"), tiny_priors["priors"], strict=True)}  # fmt: skip
+    model = frozen_features_model((4, 8), "dwp", 0, 1, 10, 28, priors=priors)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = load_dataset("mnist", tiny_priors["data"])
+    cfg = FeaturesConfig(dataset="mnist", inits=("xavier",), epochs=2)
+    res = _train(model, ds.train, ds.test, cfg, 0, "cpu")
+    after = model.state_dict()
+    for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
+        torch.testing.assert_close(after[name], before[name])  # frozen at the init
+    for name in ("bn1.weight", "bn2.bias", "fc.weight", "bn1.running_mean"):
+        assert not torch.equal(after[name], before[name]), name
+    trainable = 2 * (4 + 8) + 8 * 9 * 10 + 10
+    assert res["trained_params"] == trainable
+    # the kernels are the prior's samples for seed 0
+    want = priors["conv1"].sample_kernels(4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(after["conv1.weight"], want.reshape(4, 1, 7, 7))
+
+
+def test_scales_and_widths():
+    assert scale_label(1 / 16) == "1/16" and scale_label(1.0) == "1" and scale_label(0.5) == "1/2"
+    assert widths((256, 512), 1 / 16) == (16, 32)
+    assert widths((4, 8), 1 / 16) == (1, 1)  # at least one channel
+    with pytest.raises(DWPError, match="scales"):
+        FeaturesConfig(inits=("xavier",), scales=(0,))
+
+
+def test_local_executor_runs_every_item():
+    assert dict(LocalExecutor(2).run(math.factorial, [5, 3, 4])) == {0: 120, 1: 6, 2: 24}
+    (i, err), (j, ok) = LocalExecutor(1).run(math.factorial, [-1, 3])
+    assert (i, j, ok) == (0, 1, 6) and isinstance(err, ValueError)  # a failure stops nothing
+    (i, err), (j, ok) = sorted(LocalExecutor(2).run(math.factorial, [-1, 3]))
+    assert (i, j, ok) == (0, 1, 6) and isinstance(err, ValueError)
+    with pytest.raises(DWPError, match="--jobs"):
+        LocalExecutor(0)
+
+
+def _tiny_preset(tmp_path):
+    preset = {
+        "name": "tiny",
+        "source_dataset": "mnist",
+        "target_dataset": "mnist",
+        "source_args": {"nets": 3, "hidden": [4, 8], "epochs": 1},
+        "kernel_args": {"min_norm": 0.0},
+        "prior_args": {"conv1": {"epochs": 1, "median_norm": 1.35}, "conv2": {"epochs": 1}},
+        "classification_args": {"examples": [10], "splits": [0], "epochs": 2, "hidden": [4, 8]},
+        "convergence_args": {"seeds": [0], "steps": 2, "eval_every": 1, "hidden": [4, 8]},
+        "features_args": {"base_hidden": [8, 16], "scales": [0.5, 1], "seeds": [0], "epochs": 1},
+    }
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(preset))
+    return path
+
+
+def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
+    out = tmp_path / "repro"
+    args = ["reproduce", "--preset-file", str(_tiny_preset(tmp_path)), "--out", str(out),
+            "--data-root", tiny_priors["data"], "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "[1/7] source" in printed and "[7/7] report" in printed
+    report = (out / "report.md").read_text()
+    for heading in ("## Stages", "## Kernel priors", "## Classification with limited data",
+                    "## Convergence", "## Random feature extraction"):  # fmt: skip
+        assert heading in report
+    # every figure the report shows exists and is a PNG
+    figures = [line[line.index("](") + 2 : -1] for line in report.splitlines()
+               if line.startswith("![")]  # fmt: skip
+    assert len(figures) >= 5
+    for rel in figures:
+        assert (out / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+    # the Bayesian nets use conv1's prior moved to median norm 1.35, ordinary nets the fitted one
+    cls = json.loads((out / "classification" / "config.json").read_text())
+    conv = json.loads((out / "convergence" / "config.json").read_text())
+    assert [p.rsplit("/", 1)[1] for p in cls["prior_dirs"]] == ["conv1-rescaled", "conv2"]
+    assert [p.rsplit("/", 1)[1] for p in conv["prior_dirs"]] == ["conv1", "conv2"]
+    moved = json.loads((out / "priors" / "conv1-rescaled" / "prior.json").read_text())
+    assert moved["kernel_stats"]["train"]["norm_quantiles"]["0.5"] == pytest.approx(1.35)
+    assert "x " in report.split("## Kernel priors")[1].split("\n\n")[1]  # the scale column
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["source", "kernels", "priors", "classification", "convergence",
+                            "features"]  # fmt: skip
+    assert all(s["done"] and s["seconds"] >= 0 for s in stages.values())
+    # a re-run skips every finished stage and rebuilds the report
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done earlier, skipped") == 6
+    # `dwp report` rebuilds it from the results alone
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text().count("## ") == report.count("## ")
+    # another preset in the same directory is refused
+    assert main(["reproduce", "--preset", "quick", "--out", str(out)]) == 2
+    assert "holds a reproduction with another config" in capsys.readouterr().err
+
+
+def test_reproduce_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "source_dataset": "mnist", "target_dataset": "mnist",
+                               "epochs": 3}))  # fmt: skip
+    assert main(["reproduce", "--preset-file", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown preset fields ['epochs']" in capsys.readouterr().err
+    assert main(["reproduce", "--kernels", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "lacks conv1/train.npy, conv2/train.npy" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no results to report" in capsys.readouterr().err
+
+
+def test_shipped_kernel_sets_resolve_by_name(tmp_path):
+    from dwp.kernels import load_kernel_file, resolve_kernel_sets, shipped_kernel_sets
+
+    assert "letters-fconv" in shipped_kernel_sets()
+    d = resolve_kernel_sets("letters-fconv")
+    assert load_kernel_file(d / "conv1" / "train.npy", 7).shape[1:] == (1, 7, 7)
+    assert load_kernel_file(d / "conv2" / "test.npy", 5).shape[1:] == (1, 5, 5)
+    assert resolve_kernel_sets(tmp_path) == tmp_path.resolve()  # a path wins
+    with pytest.raises(DWPError, match="shipped set \\(letters-fconv"):
+        resolve_kernel_sets("no-such-set")
