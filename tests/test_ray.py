@@ -167,3 +167,22 @@ def test_ray_errors(capsys):
     assert main(["experiment", "classification", "--out", "x", "--methods", "normal",
                  "--address", "127.0.0.1:1"]) == 2  # fmt: skip
     assert "--address goes with --executor ray" in capsys.readouterr().err
+
+
+def test_ray_source_nets_match_local_processes(tiny_priors, tmp_path, capsys, ray_local):
+    import torch
+
+    base = ["source", "train", "--dataset", "mnist", "--data-root", tiny_priors["data"],
+            "--nets", "3", "--hidden", "4", "8", "--epochs", "1", "--device", "cpu"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "local"), "--jobs", "2"]) == 0
+    assert main([*base, "--out", str(tmp_path / "ray"), "--executor", "ray"]) == 0
+    assert capsys.readouterr().out.count("3 nets in") == 2
+    for i in range(3):
+        a, b = (torch.load(tmp_path / d / f"net-{i:03d}.pt", weights_only=False)
+                for d in ("local", "ray"))  # fmt: skip
+        assert a["seed"] == b["seed"] == i
+        for k, v in a["state_dict"].items():
+            assert torch.equal(v, b["state_dict"][k]), (i, k)
+        assert _strip(a["metrics"]) == _strip(b["metrics"])
+    lines = (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["net"] for x in lines) == [0, 1, 2]  # once each

@@ -185,6 +185,9 @@ def source_train(
     n_train: Annotated[
         int | None, typer.Option(help="Use only the first N training images.", show_default=False)
     ] = None,
+    executor: ExecutorOpt = ExecutorChoice.local,
+    jobs: JobsOpt = 1,
+    address: AddressOpt = None,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
@@ -221,13 +224,17 @@ def source_train(
         bar.refresh()
 
     def done(i: int, m: dict) -> None:
-        state["bar"].close()
+        if state["bar"] is not None:
+            state["bar"].close()
         typer.echo(
             f"net {i:3d}  seed {m['seed']}  test acc {m['test_acc']:.4f}  "
             f"train loss {m['train_loss']:.4f}  {m['seconds']:.1f}s"
         )
 
-    results = train_source_nets(config, out, dev, data_root, start, step, done)
+    runner = None  # one net after another here, with a progress bar per net
+    if executor is ExecutorChoice.ray or jobs > 1:
+        runner = _executor(executor, jobs, address, dev)
+    results = train_source_nets(config, out, dev, data_root, start, step, done, runner)
     accs = [r["test_acc"] for r in results]
     typer.echo(
         f"{len(results)} nets in {out} on {dev}; test accuracy mean {sum(accs) / len(accs):.4f}, "
@@ -967,7 +974,7 @@ def reproduce_cmd(
     preset: Annotated[
         PresetChoice,
         typer.Option(
-            help="quick: embedded data, ~15 min on 2 CPU cores; paper: the full "
+            help="quick: embedded data, ~13 min on 2 CPU cores; paper: the full "
             "protocol (needs the MNIST and notMNIST files; a GPU)."
         ),
     ] = PresetChoice.quick,
@@ -984,8 +991,8 @@ def reproduce_cmd(
         Path | None,
         typer.Option(
             "--kernels",
-            help="Use these kernel sets (a `dwp kernels extract` directory with conv1 and "
-            "conv2) instead of training source nets.",
+            help="Use these kernel sets instead of training source nets: a `dwp kernels "
+            "extract` directory with conv1 and conv2, or a shipped set's name (letters-fconv).",
             show_default=False,
         ),
     ] = None,

@@ -66,7 +66,7 @@ PRESETS: dict[str, Preset] = {
         description="embedded data: priors fitted to the shipped kernels of 10 paper-protocol "
         "source nets on rendered letters (trained on a GPU: a CPU needs 2 minutes per epoch of "
         "them), moved to the reference's kernel scale for the Bayesian nets; 5000 MNIST digits "
-        "as the target, 3 splits at 50 examples, short runs; about 15 minutes on 2 CPU cores",
+        "as the target, 3 splits at 50 examples, short runs; about 13 minutes on 2 CPU cores",
         source_dataset="letters",
         target_dataset="mnist5k",
         kernels="letters-fconv",
@@ -129,10 +129,10 @@ def reproduce(
     """Run (or resume) every stage of ``preset`` into ``out``; returns the report's path.
 
     ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with ``conv1``
-    and ``conv2``) instead of training source nets. ``executor``: runs the classification
-    sweep's runs (see :mod:`dwp.executors`). ``on_event`` receives ``{"stage", "index",
-    "total", "event": "start" | "skip" | "done" | "progress", ...}``; progress events carry the
-    stage's own callback record under ``"record"``.
+    and ``conv2``) instead of training source nets. ``executor``: runs the source nets and the
+    classification sweep's runs (see :mod:`dwp.executors`). ``on_event`` receives ``{"stage",
+    "index", "total", "event": "start" | "skip" | "done" | "progress", ...}``; progress events
+    carry the stage's own callback record under ``"record"``.
     """
     from dwp.experiments import (
         ClassificationConfig,
@@ -186,7 +186,8 @@ def reproduce(
             return {"skipped": f"kernel sets given: {kernels_dir}"}
         cfg = SourceConfig(dataset=preset.source_dataset, **preset.source_args)
         done = lambda i, m: progress("source")({"net": i, "nets": cfg.nets, **m})  # noqa: E731
-        res = train_source_nets(cfg, out / "source", device, data_root, on_net_done=done)
+        res = train_source_nets(cfg, out / "source", device, data_root, on_net_done=done,
+                                executor=executor)  # fmt: skip
         return {"nets": len(res), "mean_test_acc": sum(r["test_acc"] for r in res) / len(res)}
 
     def kernels():

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "SourceConfig",
     "evaluate_accuracy",
     "load_source_net",
+    "train_one_source_net",
     "train_source_net",
     "train_source_nets",
 ]
@@ -177,6 +179,7 @@ def train_source_nets(
     on_net_start: Callable[[int, int], None] | None = None,
     on_step: Callable[[dict], None] | None = None,
     on_net_done: Callable[[int, dict], None] | None = None,
+    executor=None,
 ) -> list[dict]:
     """Train ``config.nets`` nets into ``out`` (one ``net-XXX.pt`` each), skipping finished ones.
 
@@ -184,6 +187,10 @@ def train_source_nets(
     metrics (test accuracy among them); it is written atomically, so an interrupted run leaves no
     half-written file and a re-run resumes with the first missing net. Returns the metrics of all
     nets (finished earlier or now), also appended as JSON lines to ``out/metrics.jsonl``.
+
+    ``executor`` (see :mod:`dwp.executors`): train the missing nets as independent runs there
+    (``on_net_start`` and ``on_step`` are then not called); a net that fails does not stop the
+    others, and :class:`~dwp.executors.RunFailed` names it once all have ended.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +206,51 @@ def train_source_nets(
             )
     with atomic_path(config_path) as tmp:
         tmp.write_text(json.dumps(cfg_dict, indent=2))
+    load_dataset(config.dataset, data_root)  # a missing dataset fails here, once
+    missing = [i for i in range(config.nets) if not _net_path(out, i).exists()]
+    fresh: dict[int, dict] = {}
 
+    def done(i: int, metrics: dict) -> None:
+        fresh[i] = metrics
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        log.debug("net %d: %s", i, metrics)
+        if on_net_done is not None:
+            on_net_done(i, metrics)
+
+    if executor is None:
+        for i in missing:
+            if on_net_start is not None:
+                on_net_start(i, config.nets)
+            done(i, train_one_source_net(config, out, i, str(device), data_root, on_step))
+    else:
+        from dwp.executors import gather
+
+        job = partial(train_one_source_net, config, out, device=str(device), data_root=data_root)
+        names = [_net_path(out, i).name for i in missing]
+        _, error = gather(executor, job, missing, names, lambda k, m: done(missing[k], m))
+        if error is not None:
+            raise error
+    return [fresh[i] if i in fresh else load_source_net(_net_path(out, i))[1]["metrics"]
+            for i in range(config.nets)]  # fmt: skip
+
+
+def train_one_source_net(
+    config: SourceConfig,
+    out: str | Path,
+    index: int,
+    device: torch.device | str = "cpu",
+    data_root: str | Path | None = None,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict:
+    """Train net ``index`` of a source directory (seed ``config.seed + index``) and write its
+    checkpoint atomically; returns its metrics. A net already on disk is read back, not
+    retrained, so the call is idempotent."""
+    out = Path(out)
+    path = _net_path(out, index)
+    if path.exists():
+        return load_source_net(path)[1]["metrics"]
+    device = torch.device(device)
     ds = load_dataset(config.dataset, data_root)
     train = (
         ds.train
@@ -207,42 +258,27 @@ def train_source_nets(
         else ds.train.subset(range(min(config.n_train, len(ds.train))))
     )
     in_channels, image_size = ds.train.images.shape[1], ds.train.images.shape[-1]
-    results = []
-    for i in range(config.nets):
-        path = _net_path(out, i)
-        if path.exists():
-            _, meta = load_source_net(path)
-            results.append(meta["metrics"])
-            continue
-        if on_net_start is not None:
-            on_net_start(i, config.nets)
-        seed = config.seed + i
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = FConv(config.hidden, in_channels, ds.num_classes, image_size)
-        model.to(device)
-        gen = torch.Generator().manual_seed(seed)
-        metrics = train_source_net(model, train, ds.test, config, gen, on_step)
-        metrics = {"net": i, "seed": seed, **metrics}
-        ckpt = {
-            "format_version": SOURCE_FORMAT_VERSION,
-            "model": {"kind": "fconv", "hidden": list(config.hidden), "in_channels": in_channels,
-                      "num_classes": ds.num_classes, "image_size": image_size},
-            "config": cfg_dict,
-            "dataset": {"name": ds.name, "source": ds.source},
-            "seed": seed,
-            "metrics": metrics,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        }  # fmt: skip
-        with atomic_path(path) as tmp:
-            torch.save(ckpt, tmp)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        log.debug("net %d: %s", i, metrics)
-        results.append(metrics)
-        if on_net_done is not None:
-            on_net_done(i, metrics)
-    return results
+    seed = config.seed + index
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FConv(config.hidden, in_channels, ds.num_classes, image_size)
+    model.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    metrics = train_source_net(model, train, ds.test, config, gen, on_step)
+    metrics = {"net": index, "seed": seed, **metrics}
+    ckpt = {
+        "format_version": SOURCE_FORMAT_VERSION,
+        "model": {"kind": "fconv", "hidden": list(config.hidden), "in_channels": in_channels,
+                  "num_classes": ds.num_classes, "image_size": image_size},
+        "config": dataclasses.asdict(config),
+        "dataset": {"name": ds.name, "source": ds.source},
+        "seed": seed,
+        "metrics": metrics,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return metrics
 
 
 def _jsonable(value):
