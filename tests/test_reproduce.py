@@ -261,6 +261,10 @@ def test_reproduce_errors(tmp_path, capsys):
     assert "lacks conv1/train.npy, conv2/train.npy" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no results to report" in capsys.readouterr().err
+    # missing datasets are named before any stage starts
+    assert main(["reproduce", "--preset", "paper", "--out", str(tmp_path / "paper")]) == 2
+    assert "the preset needs mnist and notmnist, not found here" in capsys.readouterr().err
+    assert not (tmp_path / "paper").exists()
 
 
 def test_shipped_kernel_sets_resolve_by_name(tmp_path):

@@ -163,6 +163,10 @@ def reproduce(
         ]
         if missing:
             raise DWPError(f"--kernels {kernels_dir} lacks {', '.join(missing)}")
+    _check_datasets(
+        [preset.target_dataset] + ([] if kernels_dir is not None else [preset.source_dataset]),
+        data_root,
+    )
     settings = {"preset": _jsonable(preset.to_dict()),
                 "kernels_dir": str(kernels_dir) if kernels_dir else None}  # fmt: skip
     check_same_config(out, settings, "a reproduction")
@@ -253,6 +257,22 @@ def reproduce(
             _mark(out, stage, seconds, **info)
         emit({**base, "event": "done", "seconds": seconds, **info})
     return out / "report.md"
+
+
+def _check_datasets(names: list[str], data_root) -> None:
+    """Fail before the first stage, not hours into the run, when a dataset is missing."""
+    from dwp.data import dataset_status
+
+    status = {s.name: s for s in dataset_status(data_root)}
+    unknown = [n for n in names if n not in status]
+    if unknown:
+        raise DWPError(f"unknown datasets {unknown}; see `dwp data list`")
+    missing = [n for n in dict.fromkeys(names) if not status[n].available]
+    if missing:
+        raise DWPError(
+            f"the preset needs {' and '.join(missing)}, not found here; see `dwp data list`, and "
+            "point --data-root (or DWP_DATA_ROOT) at the files"
+        )
 
 
 def _jsonable(value):
