@@ -59,7 +59,9 @@ def test_experiment_classification(tiny_priors, tmp_path, capsys):
     done = []
     cfg = ClassificationConfig(dataset="mnist", examples=(10, 20), splits=(0, 1), epochs=3,
                                hidden=(4, 8), prior_dirs=tuple(tiny_priors["priors"]))  # fmt: skip
-    run_classification(cfg, out, data_root=tiny_priors["data"], on_run=done.append)
+    run_classification(
+        cfg, out, data_root=tiny_priors["data"], on_run=done.append, executor=LocalExecutor(jobs=2)
+    )  # as the CLI's default: 1 thread per run
     again = json.loads(lost.read_text())
     assert again["acc"] == first["acc"] and again["nll"] == first["nll"]
     assert len(done) == 20 and done[-1]["index"] == done[-1]["total"] == 20

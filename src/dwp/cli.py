@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -138,7 +139,12 @@ ExecutorOpt = Annotated[
     ),
 ]
 JobsOpt = Annotated[
-    int, typer.Option(min=1, help="With --executor local: runs in parallel (processes).")
+    int,
+    typer.Option(
+        min=0,
+        help="With --executor local: runs in parallel, one process and one torch thread each "
+        "(0: one per CPU core, 1 with --device cuda; 1: one after another in this process).",
+    ),
 ]
 AddressOpt = Annotated[
     str | None,
@@ -156,8 +162,10 @@ def _executor(kind: ExecutorChoice, jobs: int, address: str | None, device):
 
     if kind is ExecutorChoice.local and address is not None:
         raise DWPError("--address goes with --executor ray")
-    gpus = 1 if getattr(device, "type", str(device)) == "cuda" else 0
-    return make_executor(kind.value, jobs, address, gpus_per_run=gpus)
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    if jobs == 0:
+        jobs = 1 if cuda else (os.cpu_count() or 1)
+    return make_executor(kind.value, jobs, address, gpus_per_run=1 if cuda else 0)
 
 
 def _bar(total: int | None, desc: str, unit: str = "step"):
@@ -232,7 +240,7 @@ def source_train(
         )
 
     runner = None  # one net after another here, with a progress bar per net
-    if executor is ExecutorChoice.ray or jobs > 1:
+    if executor is ExecutorChoice.ray or jobs != 1:
         runner = _executor(executor, jobs, address, dev)
     results = train_source_nets(config, out, dev, data_root, start, step, done, runner)
     accs = [r["test_acc"] for r in results]
@@ -820,7 +828,7 @@ def experiment_classification(
         float, typer.Option(min=0.0, help="L2 weight of the deterministic baselines.")
     ] = 1e-3,
     executor: ExecutorOpt = ExecutorChoice.local,
-    jobs: JobsOpt = 1,
+    jobs: JobsOpt = 0,
     address: AddressOpt = None,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
@@ -997,7 +1005,7 @@ def reproduce_cmd(
         ),
     ] = None,
     executor: ExecutorOpt = ExecutorChoice.local,
-    jobs: JobsOpt = 1,
+    jobs: JobsOpt = 0,
     address: AddressOpt = None,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,

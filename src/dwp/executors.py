@@ -38,8 +38,9 @@ def _init_worker(threads: int) -> None:
 
 
 class LocalExecutor:
-    """``jobs`` worker processes on this machine, ``threads`` torch threads each (default 1);
-    with 1 job the runs execute in this process, one after another, with its threads."""
+    """``jobs`` worker processes on this machine, ``threads`` torch threads each (default 1, as a
+    Ray task gets, so both write the same results); with 1 job the runs execute in this process,
+    one after another, with its threads."""
 
     def __init__(self, jobs: int = 1, threads: int | None = None):
         if jobs < 1:
@@ -49,7 +50,7 @@ class LocalExecutor:
 
     def run(self, fn: Callable, items: Iterable) -> Iterator[tuple[int, object]]:
         items = list(items)
-        if self.jobs == 1 or len(items) <= 1:
+        if self.jobs == 1 or not items:
             for i, item in enumerate(items):
                 try:
                     yield i, fn(item)
