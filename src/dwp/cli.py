@@ -135,7 +135,7 @@ ExecutorOpt = Annotated[
     typer.Option(
         "--executor",
         help="local: this machine (--jobs processes); ray: one Ray task per run (pip install "
-        "'deep-weight-prior[ray]').",
+        "'deep-weight-prior\\[ray]').",
     ),
 ]
 JobsOpt = Annotated[
