@@ -982,7 +982,7 @@ def reproduce_cmd(
     preset: Annotated[
         PresetChoice,
         typer.Option(
-            help="quick: embedded data, ~13 min on 2 CPU cores; paper: the full "
+            help="quick: embedded data, ~12 min on 2 CPU cores; paper: the full "
             "protocol (needs the MNIST and notMNIST files; a GPU)."
         ),
     ] = PresetChoice.quick,

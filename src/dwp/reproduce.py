@@ -66,7 +66,7 @@ PRESETS: dict[str, Preset] = {
         description="embedded data: priors fitted to the shipped kernels of 10 paper-protocol "
         "source nets on rendered letters (trained on a GPU: a CPU needs 2 minutes per epoch of "
         "them), moved to the reference's kernel scale for the Bayesian nets; 5000 MNIST digits "
-        "as the target, 3 splits at 50 examples, short runs; about 13 minutes on 2 CPU cores",
+        "as the target, 3 splits at 50 examples, short runs; about 12 minutes on 2 CPU cores",
         source_dataset="letters",
         target_dataset="mnist5k",
         kernels="letters-fconv",
