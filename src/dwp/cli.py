@@ -687,32 +687,38 @@ experiment_app = typer.Typer(help="The paper's experiments beyond the Bayesian C
 app.add_typer(experiment_app, name="experiment")
 
 
+# the options of the experiments that initialise ordinary nets (convergence, random features)
+InitPriorDirsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--prior-dirs",
+        help="Prior directories, one per conv layer (for --inits dwp; also the default "
+        "kernel sets of filters).",
+        show_default=False,
+    ),
+]
+KernelDirsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--kernel-dirs",
+        help="Kernel sets, one per conv layer, for --inits filters.",
+        show_default=False,
+    ),
+]
+InitsOpt = Annotated[
+    list[InitChoice] | None,
+    typer.Option(
+        "--inits", help="Initialisations to compare (default: all three).", show_default=False
+    ),
+]
+
+
 @experiment_app.command("convergence")
 def experiment_convergence(
     out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory.")],
-    prior_dirs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--prior-dirs",
-            help="Prior directories, one per conv layer (for --inits dwp; also the default "
-            "kernel sets of filters).",
-            show_default=False,
-        ),
-    ] = None,
-    kernel_dirs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--kernel-dirs",
-            help="Kernel sets, one per conv layer, for --inits filters.",
-            show_default=False,
-        ),
-    ] = None,
-    inits: Annotated[
-        list[InitChoice] | None,
-        typer.Option(
-            "--inits", help="Initialisations to compare (default: all three).", show_default=False
-        ),
-    ] = None,
+    prior_dirs: InitPriorDirsOpt = None,
+    kernel_dirs: KernelDirsOpt = None,
+    inits: InitsOpt = None,
     seeds: Annotated[
         list[int] | None,
         typer.Option("--seeds", help="Seeds per init (default: 0 1 2).", show_default=False),
@@ -876,29 +882,9 @@ def experiment_classification(
 @experiment_app.command("features")
 def experiment_features(
     out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory.")],
-    prior_dirs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--prior-dirs",
-            help="Prior directories, one per conv layer (for --inits dwp; also the default "
-            "kernel sets of filters).",
-            show_default=False,
-        ),
-    ] = None,
-    kernel_dirs: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--kernel-dirs",
-            help="Kernel sets, one per conv layer, for --inits filters.",
-            show_default=False,
-        ),
-    ] = None,
-    inits: Annotated[
-        list[InitChoice] | None,
-        typer.Option(
-            "--inits", help="Initialisations to compare (default: all three).", show_default=False
-        ),
-    ] = None,
+    prior_dirs: InitPriorDirsOpt = None,
+    kernel_dirs: KernelDirsOpt = None,
+    inits: InitsOpt = None,
     scales: Annotated[
         list[float] | None,
         typer.Option(

@@ -4,16 +4,24 @@ the one-config-per-directory check, and a per-directory lock."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dwp.errors import DWPError
 
-__all__ = ["atomic_path", "check_same_config", "read_json", "run_lock", "write_json"]
+__all__ = [
+    "atomic_path",
+    "check_same_config",
+    "read_json",
+    "run_lock",
+    "write_csv",
+    "write_json",
+]
 
 
 @contextlib.contextmanager
@@ -90,6 +98,14 @@ def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable]) -> None:
+    """Write a header and rows as CSV, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def read_json(path: str | Path):

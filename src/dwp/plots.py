@@ -179,6 +179,19 @@ _INIT_STYLE = {"xavier": ("tab:gray", "Xavier"), "dwp": ("tab:red", "DWP samples
                "filters": ("tab:blue", "source filters")}  # fmt: skip
 
 
+def _save_accuracy_figure(fig, ax, xlabel: str, title: str, caption: str, out: str | Path,
+                          legend_size: int | None = 7) -> Path:  # fmt: skip
+    """Label a test-accuracy plot (axes, grid, legend, title, the caption under it) and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=legend_size)
+    ax.set_title(title, fontsize=10)
+    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
 def convergence_curves(summary: dict, out: str | Path, caption: str) -> Path:
     """Test accuracy against training steps per initialisation: the mean over seeds with a
     ± one standard deviation band (a summary from :func:`dwp.experiments.convergence.summarise`)."""
@@ -191,14 +204,9 @@ def convergence_curves(summary: dict, out: str | Path, caption: str) -> Path:
         ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
     lo = min(min(s["mean"][1:] or s["mean"]) for s in summary.values())
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title("Convergence by initialisation of the conv kernels", fontsize=10)
-    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
-    fig.tight_layout()
-    return save_figure(fig, out)
+    return _save_accuracy_figure(fig, ax, "training step",
+                                 "Convergence by initialisation of the conv kernels", caption, out,
+                                 legend_size=None)  # fmt: skip
 
 
 _METHOD_STYLE = {
@@ -234,14 +242,8 @@ def accuracy_vs_examples(rows: list[dict], dataset: str, out: str | Path, captio
     sizes = sorted({r["examples"] for r in rows})
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
-    ax.set_xlabel(f"training examples ({dataset})")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title("Classification with limited data", fontsize=10)
-    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
-    fig.tight_layout()
-    return save_figure(fig, out)
+    return _save_accuracy_figure(fig, ax, f"training examples ({dataset})",
+                                 "Classification with limited data", caption, out)  # fmt: skip
 
 
 def features_vs_scale(summary: dict, out: str | Path, caption: str) -> Path:
@@ -265,11 +267,6 @@ def features_vs_scale(summary: dict, out: str | Path, caption: str) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_xticks(scales, [labels[k] for k in scales])
     ax.minorticks_off()
-    ax.set_xlabel("width scale k")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    ax.set_title("Random feature extraction (frozen conv kernels)", fontsize=10)
-    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
-    fig.tight_layout()
-    return save_figure(fig, out)
+    return _save_accuracy_figure(fig, ax, "width scale k",
+                                 "Random feature extraction (frozen conv kernels)", caption,
+                                 out)  # fmt: skip

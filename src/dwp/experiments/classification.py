@@ -12,7 +12,6 @@ number beside it, ``OUT/accuracy.png`` the figure.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from torch.nn import functional as F
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import classification_metrics
-from dwp.io import atomic_path, check_same_config, read_json, write_json
+from dwp.io import check_same_config, read_json, write_csv, write_json
 from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
 from dwp.priors import DeepWeightPrior, check_per_layer
 from dwp.train.bnn import BNNConfig, train_bnn
@@ -252,12 +251,9 @@ def run_classification(
     rows = [r for r in results if r is not None]
     if not rows:
         raise error
-    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "examples", "split", "acc", "nll", "wall_s"])
-        for r in rows:
-            w.writerow([r["method"], r["examples"], r["split"], f"{r['acc']:.6f}",
-                        f"{r['nll']:.6f}", f"{r['wall_s']:.2f}"])  # fmt: skip
+    write_csv(out / "results.csv", ["method", "examples", "split", "acc", "nll", "wall_s"],
+              ([r["method"], r["examples"], r["split"], f"{r['acc']:.6f}", f"{r['nll']:.6f}",
+                f"{r['wall_s']:.2f}"] for r in rows))  # fmt: skip
     summary = summarise_classification(rows, config.dataset)
     write_json(out / "summary.json", {"dataset": config.dataset, "rows": summary})
     from dwp.plots import accuracy_vs_examples

@@ -11,7 +11,6 @@ figure.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import time
 from collections.abc import Callable
@@ -24,10 +23,11 @@ from torch.nn import functional as F
 
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
-from dwp.io import atomic_path, check_same_config, read_json, write_json
-from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
-from dwp.priors import DeepWeightPrior, check_per_layer, load_kernel_sets
+from dwp.io import check_same_config, read_json, write_csv, write_json
+from dwp.nn import FConv, conv_layers, init_conv_kernels
 from dwp.train.source import evaluate_accuracy
+
+from .common import check_init_sources, load_init_sources, parse_inits
 
 __all__ = ["LEVELS", "ConvergenceConfig", "run_convergence", "summarise"]
 
@@ -56,10 +56,7 @@ class ConvergenceConfig:
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
         self.seeds = tuple(int(s) for s in self.seeds)
-        try:
-            self.inits = tuple(Init(i).value for i in self.inits)
-        except ValueError as exc:
-            raise DWPError(str(exc)) from None
+        self.inits = parse_inits(self.inits)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
         checks = {
@@ -75,10 +72,7 @@ class ConvergenceConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise DWPError(f"invalid convergence config: {', '.join(bad)} out of range")
-        if "dwp" in self.inits and not self.prior_dirs:
-            raise DWPError("init dwp needs --prior-dirs (one prior directory per conv layer)")
-        if "filters" in self.inits and not (self.kernel_dirs or self.prior_dirs):
-            raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
+        check_init_sources(self.inits, self.prior_dirs, self.kernel_dirs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -162,13 +156,8 @@ def run_convergence(
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     names = list(conv_layers(FConv(config.hidden, channels, ds.num_classes, size)))
-    priors = kernel_sets = None
-    if "dwp" in config.inits:
-        check_per_layer(config.prior_dirs, names, "prior directories")
-        pairs = zip(names, config.prior_dirs, strict=True)
-        priors = {n: DeepWeightPrior.from_dir(d) for n, d in pairs}
-    if "filters" in config.inits:
-        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
+    priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
+                                            config.kernel_dirs)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
     runs = []
     total = len(config.inits) * len(config.seeds)
@@ -188,12 +177,12 @@ def run_convergence(
         if on_run is not None:
             on_run({"init": init, "seed": seed, "index": i, "total": total,
                     "final_acc": run["test_acc"][-1], "cached": cached})  # fmt: skip
-    with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["init", "seed", "step", "test_acc", "train_loss"])
-        for r in runs:
-            for s, a, lo in zip(r["step"], r["test_acc"], r["train_loss"], strict=True):
-                w.writerow([r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"])
+    rows = (
+        [r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"]
+        for r in runs
+        for s, a, lo in zip(r["step"], r["test_acc"], r["train_loss"], strict=True)
+    )
+    write_csv(out / "curves.csv", ["init", "seed", "step", "test_acc", "train_loss"], rows)
     summary = summarise(runs)
     write_json(out / "summary.json", summary)
     from dwp.plots import convergence_curves

@@ -11,7 +11,6 @@ paper's numbers where it has them, ``OUT/features.png`` the figure.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import time
 from collections.abc import Callable
@@ -25,11 +24,11 @@ from torch.nn import functional as F
 
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
-from dwp.io import atomic_path, check_same_config, read_json, write_json
-from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
-from dwp.priors import DeepWeightPrior, check_per_layer, load_kernel_sets
+from dwp.io import check_same_config, read_json, write_csv, write_json
+from dwp.nn import FConv, conv_layers, init_conv_kernels
 from dwp.train.source import evaluate_accuracy
 
+from .common import check_init_sources, load_init_sources, parse_inits
 from .paper import FEATURES, family
 
 __all__ = ["FeaturesConfig", "run_features", "scale_label", "widths"]
@@ -68,10 +67,7 @@ class FeaturesConfig:
         self.base_hidden = tuple(int(h) for h in self.base_hidden)
         self.scales = tuple(float(k) for k in self.scales)
         self.seeds = tuple(int(s) for s in self.seeds)
-        try:
-            self.inits = tuple(Init(i).value for i in self.inits)
-        except ValueError as exc:
-            raise DWPError(str(exc)) from None
+        self.inits = parse_inits(self.inits)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
         checks = {
@@ -87,10 +83,7 @@ class FeaturesConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise DWPError(f"invalid random-feature config: {', '.join(bad)} out of range")
-        if "dwp" in self.inits and not self.prior_dirs:
-            raise DWPError("init dwp needs --prior-dirs (one prior directory per conv layer)")
-        if "filters" in self.inits and not (self.kernel_dirs or self.prior_dirs):
-            raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
+        check_init_sources(self.inits, self.prior_dirs, self.kernel_dirs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -162,14 +155,8 @@ def run_features(
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     names = list(conv_layers(FConv((1, 1), channels, ds.num_classes, size)))
-    priors = kernel_sets = None
-    if "dwp" in config.inits:
-        check_per_layer(config.prior_dirs, names, "prior directories")
-        priors = {
-            n: DeepWeightPrior.from_dir(d) for n, d in zip(names, config.prior_dirs, strict=True)
-        }
-    if "filters" in config.inits:
-        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
+    priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
+                                            config.kernel_dirs)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
     tasks = [(i, k, s) for k in config.scales for i in config.inits for s in config.seeds]
     rows = []
@@ -189,12 +176,10 @@ def run_features(
         if on_run is not None:
             on_run({"init": init, "scale": k, "seed": seed, "index": index, "total": len(tasks),
                     "test_acc": run["test_acc"], "cached": cached})  # fmt: skip
-    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["init", "scale", "hidden1", "hidden2", "seed", "test_acc", "seconds"])
-        for r in rows:
-            w.writerow([r["init"], f"{r['scale']:g}", *r["hidden"], r["seed"],
-                        f"{r['test_acc']:.6f}", f"{r['seconds']:.2f}"])  # fmt: skip
+    write_csv(out / "results.csv",
+              ["init", "scale", "hidden1", "hidden2", "seed", "test_acc", "seconds"],
+              ([r["init"], f"{r['scale']:g}", *r["hidden"], r["seed"], f"{r['test_acc']:.6f}",
+                f"{r['seconds']:.2f}"] for r in rows))  # fmt: skip
     summary = summarise_features(rows, config.dataset)
     write_json(out / "summary.json", summary)
     from dwp.plots import features_vs_scale

@@ -206,8 +206,8 @@ def train_source_nets(
             )
     with atomic_path(config_path) as tmp:
         tmp.write_text(json.dumps(cfg_dict, indent=2))
-    load_dataset(config.dataset, data_root)  # a missing dataset fails here, once
     missing = [i for i in range(config.nets) if not _net_path(out, i).exists()]
+    ds = load_dataset(config.dataset, data_root) if missing else None  # fails here, once
     fresh: dict[int, dict] = {}
 
     def done(i: int, metrics: dict) -> None:
@@ -222,7 +222,7 @@ def train_source_nets(
         for i in missing:
             if on_net_start is not None:
                 on_net_start(i, config.nets)
-            done(i, train_one_source_net(config, out, i, str(device), data_root, on_step))
+            done(i, train_one_source_net(config, out, i, device, data_root, on_step, dataset=ds))
     else:
         from dwp.executors import gather
 
@@ -242,16 +242,18 @@ def train_one_source_net(
     device: torch.device | str = "cpu",
     data_root: str | Path | None = None,
     on_step: Callable[[dict], None] | None = None,
+    dataset=None,
 ) -> dict:
     """Train net ``index`` of a source directory (seed ``config.seed + index``) and write its
     checkpoint atomically; returns its metrics. A net already on disk is read back, not
-    retrained, so the call is idempotent."""
+    retrained, so the call is idempotent. ``dataset``: the loaded source dataset (default:
+    load ``config.dataset`` here)."""
     out = Path(out)
     path = _net_path(out, index)
     if path.exists():
         return load_source_net(path)[1]["metrics"]
     device = torch.device(device)
-    ds = load_dataset(config.dataset, data_root)
+    ds = dataset if dataset is not None else load_dataset(config.dataset, data_root)
     train = (
         ds.train
         if config.n_train is None
