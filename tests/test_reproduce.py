@@ -132,7 +132,7 @@ def test_experiment_features(tiny_priors, tmp_path, capsys):
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 * 2 * 2
-    assert {(r["hidden1"], r["hidden2"]) for r in rows} == {("4", "8"), ("8", "16")}
+    assert {r["hidden"] for r in rows} == {"4/8", "8/16"}
     summary = json.loads((out / "summary.json").read_text())
     for init, s in summary.items():
         assert s["label"] == ["1/2", "1"] and s["runs"] == [2, 2]

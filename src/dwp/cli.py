@@ -37,6 +37,43 @@ DataRoot = Annotated[
 ]
 
 
+HiddenOpt = Annotated[
+    tuple[int, int] | None,
+    typer.Option(
+        help="FConv widths of the two conv layers (default: 256 512 for source nets, 32 128 "
+        "for the nets trained on the target set).",
+        show_default=False,
+    ),
+]
+WidthScaleOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="CIFARNet width scale k: conv widths 128k 256k 256k (default 1; instead of --hidden).",
+        show_default=False,
+    ),
+]
+ArchOpt = Annotated[
+    str,
+    typer.Option(
+        help="Network family: auto (CIFARNet for 32x32 colour images, FConv otherwise), fconv, "
+        "cifarnet."
+    ),
+]
+
+
+def _widths(hidden: tuple[int, int] | None, width_scale: float | None) -> tuple[int, ...] | None:
+    """The library's ``hidden`` from --hidden (FConv) or --width-scale (CIFARNet)."""
+    if hidden is not None and width_scale is not None:
+        raise DWPError("give --hidden (FConv widths) or --width-scale (CIFARNet), not both")
+    if width_scale is not None:
+        from dwp.nn import cifarnet_hidden
+
+        if not width_scale > 0:
+            raise DWPError(f"--width-scale must be positive, got {width_scale}")
+        return cifarnet_hidden(width_scale)
+    return hidden
+
+
 class Part(StrEnum):
     """Which part of a dataset."""
 
@@ -181,10 +218,9 @@ def source_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the checkpoints.")],
     dataset: Annotated[str, typer.Option(help="Source dataset (see `dwp data list`).")] = "letters",
     nets: Annotated[int, typer.Option(min=1, help="Number of nets (distinct seeds).")] = 100,
-    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
-        256,
-        512,
-    ),
+    hidden: HiddenOpt = None,
+    width_scale: WidthScaleOpt = None,
+    arch: ArchOpt = "auto",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per net.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
@@ -199,14 +235,16 @@ def source_train(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train source nets (FConv) with distinct seeds; finished nets are skipped on a re-run."""
+    """Train source nets (FConv; CIFARNet for CIFAR) with distinct seeds; finished nets are
+    skipped on a re-run."""
     from dwp.device import resolve_device
     from dwp.train.source import SourceConfig, train_source_nets
 
     config = SourceConfig(
         dataset=dataset,
         nets=nets,
-        hidden=hidden,
+        hidden=_widths(hidden, width_scale),
+        arch=arch,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -547,10 +585,9 @@ def bnn_train(
     ] = None,
     init: Annotated[InitChoice, typer.Option(help="Initial posterior means.")] = InitChoice.xavier,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 10000).")] = 1000,
-    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
-        32,
-        128,
-    ),
+    hidden: HiddenOpt = None,
+    width_scale: WidthScaleOpt = None,
+    arch: ArchOpt = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size (capped at N).")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and noise.")] = 0,
@@ -593,9 +630,9 @@ def bnn_train(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train a Bayesian FConv on a few-shot subset; write config.json, metrics.jsonl,
-    checkpoint.pt and result.json to the run directory. A finished run is not re-run; a killed
-    one resumes from its last checkpoint."""
+    """Train a Bayesian CNN (FConv; CIFARNet for CIFAR) on a few-shot subset; write
+    config.json, metrics.jsonl, checkpoint.pt and result.json to the run directory. A finished
+    run is not re-run; a killed one resumes from its last checkpoint."""
     from dwp.device import resolve_device
     from dwp.train.bnn import BNNConfig, train_bnn
 
@@ -607,7 +644,8 @@ def bnn_train(
         prior_dirs=tuple(prior_dirs or ()),
         kernel_dirs=tuple(kernel_dirs or ()),
         init=init.value,
-        hidden=hidden,
+        hidden=_widths(hidden, width_scale),
+        arch=arch,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -727,10 +765,9 @@ def experiment_convergence(
     examples: Annotated[
         int, typer.Option(min=0, help="Training examples, stratified (0: the whole train part).")
     ] = 0,
-    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
-        32,
-        128,
-    ),
+    hidden: HiddenOpt = None,
+    width_scale: WidthScaleOpt = None,
+    arch: ArchOpt = "auto",
     steps: Annotated[int, typer.Option(min=1, help="Training steps per run.")] = 300,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (constant).")] = 1e-3,
@@ -738,16 +775,17 @@ def experiment_convergence(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train the same ordinary FConv from Xavier, DWP-sample and source-filter kernels; write
-    test accuracy against steps (curves.csv, summary.json) and convergence.png. Finished runs
-    are read back; a killed experiment resumes."""
+    """Train the same ordinary net (FConv; CIFARNet for CIFAR) from Xavier, DWP-sample and
+    source-filter kernels; write test accuracy against steps (curves.csv, summary.json) and
+    convergence.png. Finished runs are read back; a killed experiment resumes."""
     from dwp.device import resolve_device
     from dwp.experiments import ConvergenceConfig, run_convergence
 
     config = ConvergenceConfig(
         dataset=dataset,
         examples=examples or None,
-        hidden=hidden,
+        hidden=_widths(hidden, width_scale),
+        arch=arch,
         inits=tuple(i.value for i in inits) if inits else ("xavier", "dwp", "filters"),
         seeds=tuple(seeds) if seeds else (0, 1, 2),
         steps=steps,
@@ -819,10 +857,9 @@ def experiment_classification(
     ] = None,
     dataset: Annotated[str, typer.Option(help="Target dataset (see `dwp data list`).")] = "mnist5k",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per run (the paper: 10000).")] = 1000,
-    hidden: Annotated[tuple[int, int], typer.Option(help="Widths of the two conv layers.")] = (
-        32,
-        128,
-    ),
+    hidden: HiddenOpt = None,
+    width_scale: WidthScaleOpt = None,
+    arch: ArchOpt = "auto",
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     dwp_kernel_batch: Annotated[
         int, typer.Option(min=1, help="Kernels per layer through the DWP's VAE each step.")
@@ -839,9 +876,9 @@ def experiment_classification(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Sweep training-set sizes x split seeds x methods (Bayesian FConv with each prior, and
-    the deterministic FConv with L2); write results.csv, summary.json and accuracy.png. Finished
-    runs are read back; a killed sweep resumes."""
+    """Sweep training-set sizes x split seeds x methods (Bayesian net with each prior, and the
+    same net, deterministic, with L2); write results.csv, summary.json and accuracy.png.
+    Finished runs are read back; a killed sweep resumes."""
     from dwp.device import resolve_device
     from dwp.experiments import ClassificationConfig, run_classification
     from dwp.experiments.classification import BAYES_METHODS, L2_METHODS
@@ -852,7 +889,8 @@ def experiment_classification(
         splits=tuple(splits) if splits else tuple(range(10)),
         methods=tuple(m.value for m in methods) if methods else BAYES_METHODS + L2_METHODS,
         epochs=epochs,
-        hidden=hidden,
+        hidden=_widths(hidden, width_scale),
+        arch=arch,
         lr=lr,
         prior_dirs=tuple(prior_dirs or ()),
         dwp_kernel_batch=None if exact else dwp_kernel_batch,
@@ -904,15 +942,27 @@ def experiment_features(
         int, typer.Option(min=0, help="Training examples, stratified (0: the whole train part).")
     ] = 0,
     base_hidden: Annotated[
-        tuple[int, int], typer.Option(help="Widths of the two conv layers at scale 1.")
-    ] = (256, 512),
+        tuple[int, int] | None,
+        typer.Option(
+            help="FConv widths at scale 1 (default: the source nets', 256 512).",
+            show_default=False,
+        ),
+    ] = None,
+    base_width_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="CIFARNet width scale at scale 1 (default 1; instead of --base-hidden).",
+            show_default=False,
+        ),
+    ] = None,
+    arch: ArchOpt = "auto",
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per run.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-2,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Random feature extraction: freeze the conv kernels of an FConv with BatchNorm at their
+    """Random feature extraction: freeze the conv kernels of a net with BatchNorm at their
     initialisation (Xavier, DWP samples, source filters), train only BatchNorm and the
     classifier, at several widths; write results.csv, summary.json and features.png."""
     from dwp.device import resolve_device
@@ -922,7 +972,8 @@ def experiment_features(
     config = FeaturesConfig(
         dataset=dataset,
         examples=examples or None,
-        base_hidden=base_hidden,
+        base_hidden=_widths(base_hidden, base_width_scale),
+        arch=arch,
         scales=tuple(scales) if scales else (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0),
         inits=tuple(i.value for i in inits) if inits else ("xavier", "dwp", "filters"),
         seeds=tuple(seeds) if seeds else (0, 1, 2),

@@ -141,9 +141,11 @@ def _classification_section(out: Path, preset: str) -> list[str]:
         return []
     cfg = _load(out / "classification" / "config.json") or {}
     lines = ["## Classification with limited data", "",
-             f"Dataset {s['dataset']}, {cfg.get('epochs')} epochs per run; Bayesian FConv "
-             "32/128 (10-sample ensemble) with each prior, and the deterministic FConv with L2. "
-             "Paper: full MNIST, 10 splits, 10000 epochs.", "",
+             f"Dataset {s['dataset']}, {cfg.get('epochs')} epochs per run; Bayesian "
+             f"{_net(cfg, 'hidden', 'target')} ({cfg.get('ens_samples', 10)}-sample ensemble) "
+             "with each prior, and the same net, deterministic, with L2. Paper: "
+             + ("CIFAR-10, 10000 epochs." if s["dataset"].startswith("cifar")
+                else "full MNIST, 10 splits, 10000 epochs."), "",
              "| examples | method | accuracy (mean ± sd) | NLL | splits | paper | ours - paper |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in s["rows"]:
@@ -166,6 +168,16 @@ def _classification_section(out: Path, preset: str) -> list[str]:
     return lines
 
 
+def _net(cfg: dict, key: str, role: str) -> str:
+    """``FConv 32/128`` for an experiment's config (its family and widths)."""
+    from dwp.nn import describe_net
+
+    try:
+        return describe_net(cfg.get("arch", "auto"), cfg.get(key), role, cfg.get("dataset", ""))
+    except (DWPError, KeyError, TypeError):  # a hand-edited config: a plain name
+        return "net"
+
+
 def _convergence_section(out: Path, preset: str) -> list[str]:
     s = _load(out / "convergence" / "summary.json")
     if not s:
@@ -174,7 +186,7 @@ def _convergence_section(out: Path, preset: str) -> list[str]:
     levels = list(next(iter(s.values()))["first_step"])
     head = " | ".join(f"first step ≥ {lv}" for lv in levels)
     lines = ["## Convergence", "",
-             f"Ordinary FConv {'/'.join(map(str, cfg.get('hidden', [])))} on "
+             f"Ordinary {_net(cfg, 'hidden', 'target')} on "
              f"{cfg.get('dataset')}, {cfg.get('steps')} Adam steps of batch "
              f"{cfg.get('batch_size')}, seeds {cfg.get('seeds')}. The paper (ConvNet on MNIST): "
              "0.96 after about 50 steps from DWP or filters, about 100 from Xavier.", "",
@@ -200,8 +212,8 @@ def _features_section(out: Path, preset: str) -> list[str]:
     cfg = _load(out / "features" / "config.json") or {}
     labels = next(iter(s.values()))["label"]
     lines = ["## Random feature extraction", "",
-             f"FConv with BatchNorm on {cfg.get('dataset')}, widths k x "
-             f"{'/'.join(map(str, cfg.get('base_hidden', [])))}, conv kernels frozen at their "
+             f"{_net(cfg, 'base_hidden', 'source').replace(' ', ' with BatchNorm, widths k x ')} "
+             f"on {cfg.get('dataset')}, conv kernels frozen at their "
              f"initialisation, {cfg.get('epochs')} epochs of BatchNorm + classifier, seeds "
              f"{cfg.get('seeds')}. Paper (MNIST, k = 1/16): filters 0.963, DWP 0.956, Xavier "
              "0.930.", "",

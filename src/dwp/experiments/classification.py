@@ -1,7 +1,7 @@
 """Classification with limited data (the paper's main experiment): training-set sizes x split
-seeds x methods, where a method is a Bayesian FConv with a prior (``dwp``, ``log-uniform``,
-``normal``) or the deterministic FConv with an L2 penalty (``l2-xavier``, ``l2-dwp``: its kernels
-start from Xavier or from samples of the DWP).
+seeds x methods, where a method is a Bayesian net (FConv; CIFARNet for CIFAR) with a prior
+(``dwp``, ``log-uniform``, ``normal``) or the same net, deterministic, with an L2 penalty
+(``l2-xavier``, ``l2-dwp``: its kernels start from Xavier or from samples of the DWP).
 
 Each Bayesian run is an ordinary run directory of :func:`dwp.train.bnn.train_bnn`
 (``OUT/runs/METHOD-nN-sS/``), each deterministic run a JSON file beside them, so a killed sweep
@@ -27,7 +27,17 @@ from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import classification_metrics
 from dwp.io import check_same_config, read_json, write_csv, write_json
-from dwp.nn import FConv, Init, conv_layers, init_conv_kernels
+from dwp.nn import (
+    ARCHS,
+    Init,
+    build_net,
+    check_hidden,
+    conv_layers,
+    describe_net,
+    init_conv_kernels,
+    resolve_arch,
+    valid_hidden,
+)
 from dwp.priors import DeepWeightPrior, check_per_layer
 from dwp.train.bnn import BNNConfig, train_bnn
 from dwp.train.source import l2_penalty
@@ -59,19 +69,20 @@ class ClassificationConfig:
     splits: tuple[int, ...] = tuple(range(10))
     methods: tuple[str, ...] = BAYES_METHODS + L2_METHODS
     epochs: int = 1000
-    hidden: tuple[int, int] = (32, 128)
+    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 32/128, CIFARNet k=1)
     lr: float = 1e-3
     prior_dirs: tuple[str, ...] = ()
     dwp_kernel_batch: int | None = 256  # None: the exact mode
     l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
     ens_samples: int = 10
+    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):
         self.examples = tuple(int(n) for n in self.examples)
         self.splits = tuple(int(s) for s in self.splits)
         self.methods = tuple(str(m) for m in self.methods)
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         unknown = [m for m in self.methods if m not in BAYES_METHODS + L2_METHODS]
         if unknown:
@@ -83,7 +94,8 @@ class ClassificationConfig:
             "splits": len(self.splits) >= 1 and len(set(self.splits)) == len(self.splits),
             "methods": len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
             "epochs": self.epochs >= 1,
-            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "hidden": valid_hidden(self.hidden),
+            "arch": self.arch == "auto" or self.arch in ARCHS,
             "lr": self.lr > 0,
             "l2": self.l2 >= 0,
             "ens_samples": self.ens_samples >= 1,
@@ -98,7 +110,7 @@ class ClassificationConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("examples", "splits", "methods", "hidden", "prior_dirs"):
-            d[k] = list(d[k])
+            d[k] = None if d[k] is None else list(d[k])
         return d
 
     def tasks(self) -> list[dict]:
@@ -116,7 +128,7 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
     return BNNConfig(
         dataset=config.dataset, examples=task["examples"], split_seed=task["split"],
         prior=task["method"], init=Init.dwp if dwp else Init.xavier,
-        prior_dirs=config.prior_dirs if dwp else (), hidden=config.hidden,
+        prior_dirs=config.prior_dirs if dwp else (), hidden=config.hidden, arch=config.arch,
         epochs=config.epochs, lr=config.lr, eval_every=config.epochs,
         ens_samples=config.ens_samples, dwp_kernel_batch=config.dwp_kernel_batch,
     )  # fmt: skip
@@ -129,10 +141,10 @@ def train_l2_net(
     data_root=None,
     return_model: bool = False,
 ) -> dict:
-    """The deterministic baseline: FConv trained on the few-shot set with mean cross-entropy +
-    ``l2`` * sum of squares of the conv parameters, Adam with the lr decayed linearly to 0.
-    Returns test ``acc``, ``nll``, ``ece``, ``train_acc`` and ``wall_s`` (and the trained
-    ``model`` with ``return_model``)."""
+    """The deterministic baseline: the Bayesian net's architecture trained on the few-shot set
+    with mean cross-entropy + ``l2`` * sum of squares of the conv parameters, Adam with the lr
+    decayed linearly to 0. Returns test ``acc``, ``nll``, ``ece``, ``train_acc`` and
+    ``wall_s`` (and the trained ``model`` with ``return_model``)."""
     t0 = time.perf_counter()
     device = torch.device(device)
     ds = load_dataset(config.dataset, data_root)
@@ -141,7 +153,9 @@ def train_l2_net(
     seed = task["split"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FConv(config.hidden, channels, ds.num_classes, size)
+        arch = resolve_arch(config.arch, channels, size)
+        model = build_net(arch, check_hidden(arch, config.hidden, "target"), channels,
+                          ds.num_classes, size, bayes=True)  # fmt: skip
         nn.init.xavier_normal_(model.fc.weight)
         nn.init.zeros_(model.fc.bias)
     convs = conv_layers(model)
@@ -261,7 +275,8 @@ def run_classification(
     ds_note = f"{config.dataset}, splits {_ranges(config.splits)}"
     accuracy_vs_examples(
         summary, config.dataset, out / "accuracy.png",
-        caption=f"FConv {config.hidden[0]}/{config.hidden[1]} on {ds_note}; {config.epochs} "
+        caption=f"{describe_net(config.arch, config.hidden, 'target', config.dataset)} on "
+        f"{ds_note}; {config.epochs} "
         f"epochs; Bayesian nets: {config.ens_samples}-sample ensemble; mean ± sd over splits; "
         "dashed: the paper (full MNIST, 10000 epochs)",
     )  # fmt: skip

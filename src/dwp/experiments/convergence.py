@@ -1,6 +1,7 @@
-"""Convergence with DWP initialisation (as in the paper): the same ordinary FConv trained
-from conv kernels initialised ``xavier``, ``dwp`` (samples of the prior) and ``filters``
-(random kernels of the source nets); test accuracy against training steps, over seeds.
+"""Convergence with DWP initialisation (as in the paper): the same ordinary net (FConv;
+CIFARNet with BatchNorm for CIFAR) trained from conv kernels initialised ``xavier``, ``dwp``
+(samples of the prior) and ``filters`` (random kernels of the source nets); test accuracy
+against training steps, over seeds.
 
 Every (init, seed) run is written to ``OUT/runs/INIT-sSEED.json`` as it finishes, so a killed
 experiment resumes where it stopped and a finished one is read back. ``OUT/curves.csv`` holds
@@ -24,7 +25,16 @@ from torch.nn import functional as F
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.io import check_same_config, read_json, write_csv, write_json
-from dwp.nn import FConv, conv_layers, init_conv_kernels
+from dwp.nn import (
+    ARCHS,
+    build_net,
+    check_hidden,
+    conv_layers,
+    describe_net,
+    init_conv_kernels,
+    resolve_arch,
+    valid_hidden,
+)
 from dwp.train.source import evaluate_accuracy
 
 from .common import check_init_sources, load_init_sources, parse_inits
@@ -42,7 +52,7 @@ class ConvergenceConfig:
 
     dataset: str = "mnist5k"
     examples: int | None = None  # training examples, stratified (None: the whole train part)
-    hidden: tuple[int, int] = (32, 128)
+    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 32/128, CIFARNet k=1)
     inits: tuple[str, ...] = ("xavier", "dwp", "filters")
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 300
@@ -51,17 +61,19 @@ class ConvergenceConfig:
     eval_every: int = 10
     prior_dirs: tuple[str, ...] = ()
     kernel_dirs: tuple[str, ...] = ()
+    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.inits = parse_inits(self.inits)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
         checks = {
             "examples": self.examples is None or self.examples >= 1,
-            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "hidden": valid_hidden(self.hidden),
+            "arch": self.arch == "auto" or self.arch in ARCHS,
             "inits": len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
             "seeds": len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
             "steps": self.steps >= 1,
@@ -77,7 +89,7 @@ class ConvergenceConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("hidden", "inits", "seeds", "prior_dirs", "kernel_dirs"):
-            d[k] = list(d[k])
+            d[k] = None if d[k] is None else list(d[k])
         return d
 
 
@@ -110,7 +122,9 @@ def _train_one(model: nn.Module, train, test, config: ConvergenceConfig, seed: i
 def _build(config, init, seed, channels, classes, size, priors, kernel_sets, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FConv(config.hidden, channels, classes, size)  # xavier kernels, zero biases
+        arch = resolve_arch(config.arch, channels, size)
+        hidden = check_hidden(arch, config.hidden, "target")
+        model = build_net(arch, hidden, channels, classes, size)  # xavier kernels, zero biases
         nn.init.xavier_normal_(model.fc.weight)
         nn.init.zeros_(model.fc.bias)
     gen = torch.Generator().manual_seed(seed)
@@ -155,7 +169,8 @@ def run_convergence(
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
-    names = list(conv_layers(FConv(config.hidden, channels, ds.num_classes, size)))
+    names = list(conv_layers(_build(config, "xavier", 0, channels, ds.num_classes, size, None,
+                                    None, "cpu")))  # fmt: skip
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
@@ -190,7 +205,8 @@ def run_convergence(
     n_train = len(train)
     convergence_curves(
         summary, out / "convergence.png",
-        caption=f"FConv {config.hidden[0]}/{config.hidden[1]} on {config.dataset} ({n_train} "
+        caption=f"{describe_net(config.arch, config.hidden, 'target', config.dataset)} on "
+        f"{config.dataset} ({n_train} "
         f"training images, batch {min(config.batch_size, n_train)}, Adam lr {config.lr:g}); "
         f"mean ± sd over seeds {', '.join(map(str, config.seeds))}; test accuracy on "
         f"{len(ds.test)} images",

@@ -1,7 +1,7 @@
-"""Random feature extraction (as in the paper): the conv kernels of an FConv with BatchNorm stay
-frozen at their initialisation (``xavier``, ``dwp`` samples or random source kernels,
-``filters``) and only the BatchNorm parameters and the classifier train; test accuracy against
-the width scale k (widths ``round(k * base)``), over seeds.
+"""Random feature extraction (as in the paper): the conv kernels of an FConv with BatchNorm (a
+CIFARNet for CIFAR) stay frozen at their initialisation (``xavier``, ``dwp`` samples or random
+source kernels, ``filters``) and only the BatchNorm parameters and the classifier train; test
+accuracy against the width scale k (widths ``round(k * base)``), over seeds.
 
 Every (init, scale, seed) run is written to ``OUT/runs/INIT-kSCALE-sSEED.json`` as it finishes
 (a killed experiment resumes, a finished one is read back); ``OUT/results.csv`` holds one row
@@ -25,7 +25,16 @@ from torch.nn import functional as F
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.io import check_same_config, read_json, write_csv, write_json
-from dwp.nn import FConv, conv_layers, init_conv_kernels
+from dwp.nn import (
+    ARCHS,
+    build_net,
+    check_hidden,
+    conv_layers,
+    describe_net,
+    init_conv_kernels,
+    resolve_arch,
+    valid_hidden,
+)
 from dwp.train.source import evaluate_accuracy
 
 from .common import check_init_sources, load_init_sources, parse_inits
@@ -41,7 +50,7 @@ def scale_label(k: float) -> str:
     return str(Fraction(k).limit_denominator(64))
 
 
-def widths(base: tuple[int, int], k: float) -> tuple[int, int]:
+def widths(base: tuple[int, ...], k: float) -> tuple[int, ...]:
     return tuple(max(1, round(h * k)) for h in base)
 
 
@@ -52,7 +61,7 @@ class FeaturesConfig:
 
     dataset: str = "mnist5k"
     examples: int | None = None  # training examples, stratified (None: the whole train part)
-    base_hidden: tuple[int, int] = (256, 512)  # the widths at scale 1 (the source nets')
+    base_hidden: tuple[int, ...] | None = None  # widths at scale 1 (None: the source nets')
     scales: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
     inits: tuple[str, ...] = ("xavier", "dwp", "filters")
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -61,10 +70,12 @@ class FeaturesConfig:
     lr: float = 1e-2  # Adam, decayed linearly to 0 (only BatchNorm and the classifier train)
     prior_dirs: tuple[str, ...] = ()
     kernel_dirs: tuple[str, ...] = ()
+    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):
-        self.base_hidden = tuple(int(h) for h in self.base_hidden)
+        if self.base_hidden is not None:
+            self.base_hidden = tuple(int(h) for h in self.base_hidden)
         self.scales = tuple(float(k) for k in self.scales)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.inits = parse_inits(self.inits)
@@ -72,7 +83,8 @@ class FeaturesConfig:
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
         checks = {
             "examples": self.examples is None or self.examples >= 1,
-            "base_hidden": len(self.base_hidden) == 2 and min(self.base_hidden) >= 1,
+            "base_hidden": valid_hidden(self.base_hidden),
+            "arch": self.arch == "auto" or self.arch in ARCHS,
             "scales": len(self.scales) >= 1 and all(0 < k <= 64 for k in self.scales),
             "inits": len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
             "seeds": len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
@@ -88,19 +100,20 @@ class FeaturesConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("base_hidden", "scales", "inits", "seeds", "prior_dirs", "kernel_dirs"):
-            d[k] = list(d[k])
+            d[k] = None if d[k] is None else list(d[k])
         return d
 
 
 def frozen_features_model(
-    hidden: tuple[int, int], init: str, seed: int, channels: int, classes: int, size: int,
-    priors=None, kernel_sets=None,
+    hidden: tuple[int, ...], init: str, seed: int, channels: int, classes: int, size: int,
+    priors=None, kernel_sets=None, arch: str = "fconv",
 ) -> nn.Module:  # fmt: skip
-    """FConv with BatchNorm whose conv kernels are set by ``init`` and frozen (conv biases stay
-    0: the BatchNorm shifts); only the BatchNorm parameters and the classifier train."""
+    """FConv with BatchNorm (or CIFARNet) whose conv kernels are set by ``init`` and frozen
+    (conv biases stay 0: the BatchNorm shifts); only the BatchNorm parameters and the
+    classifiers train."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FConv(hidden, channels, classes, size, batch_norm=True)
+        model = build_net(arch, hidden, channels, classes, size, batch_norm=True)
         nn.init.xavier_normal_(model.fc.weight)
         nn.init.zeros_(model.fc.bias)
     convs = conv_layers(model)
@@ -154,7 +167,10 @@ def run_features(
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
-    names = list(conv_layers(FConv((1, 1), channels, ds.num_classes, size)))
+    arch = resolve_arch(config.arch, channels, size)
+    base = check_hidden(arch, config.base_hidden, "source")
+    names = list(conv_layers(build_net(arch, widths(base, 1 / 64), channels, ds.num_classes,
+                                       size, batch_norm=True)))  # fmt: skip
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
@@ -166,9 +182,9 @@ def run_features(
         if cached:
             run = read_json(path)
         else:
-            hidden = widths(config.base_hidden, k)
+            hidden = widths(base, k)
             model = frozen_features_model(hidden, init, seed, channels, ds.num_classes, size,
-                                          priors, kernel_sets)  # fmt: skip
+                                          priors, kernel_sets, arch)  # fmt: skip
             run = {"init": init, "scale": k, "seed": seed, "hidden": list(hidden),
                    **_train(model, train, ds.test, config, seed, device)}  # fmt: skip
             write_json(path, run)
@@ -176,10 +192,9 @@ def run_features(
         if on_run is not None:
             on_run({"init": init, "scale": k, "seed": seed, "index": index, "total": len(tasks),
                     "test_acc": run["test_acc"], "cached": cached})  # fmt: skip
-    write_csv(out / "results.csv",
-              ["init", "scale", "hidden1", "hidden2", "seed", "test_acc", "seconds"],
-              ([r["init"], f"{r['scale']:g}", *r["hidden"], r["seed"], f"{r['test_acc']:.6f}",
-                f"{r['seconds']:.2f}"] for r in rows))  # fmt: skip
+    write_csv(out / "results.csv", ["init", "scale", "hidden", "seed", "test_acc", "seconds"],
+              ([r["init"], f"{r['scale']:g}", "/".join(map(str, r["hidden"])), r["seed"],
+                f"{r['test_acc']:.6f}", f"{r['seconds']:.2f}"] for r in rows))  # fmt: skip
     summary = summarise_features(rows, config.dataset)
     write_json(out / "summary.json", summary)
     from dwp.plots import features_vs_scale
@@ -187,8 +202,9 @@ def run_features(
     n_train = len(train)
     features_vs_scale(
         summary, out / "features.png",
-        caption=f"FConv with BatchNorm on {config.dataset} ({n_train} training images), widths "
-        f"k x {config.base_hidden[0]}/{config.base_hidden[1]}, frozen conv kernels; "
+        caption=f"{describe_net(arch, None, 'source', config.dataset).split()[0]} with BatchNorm "
+        f"on {config.dataset} ({n_train} training images), widths k x {'/'.join(map(str, base))}"
+        ", frozen conv kernels; "
         f"{config.epochs} epochs of BatchNorm + classifier; mean ± sd over seeds "
         f"{', '.join(map(str, config.seeds))}; markers: the paper",
     )  # fmt: skip

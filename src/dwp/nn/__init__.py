@@ -1,4 +1,5 @@
-"""Networks and layers: the FConv family, Bayesian layers, ``bayesianize`` and kernel inits."""
+"""Networks and layers: the FConv and CIFARNet families, Bayesian layers, ``bayesianize`` and
+kernel inits."""
 
 from dwp.nn.bayes import (
     BayesConv2d,
@@ -15,13 +16,25 @@ from dwp.nn.bayes import (
     set_mode,
     set_noise_generator,
 )
+from dwp.nn.cifarnet import CIFARNet, cifarnet_hidden
 from dwp.nn.fconv import FConv, conv_layers
 from dwp.nn.init import Init, init_conv_kernels, random_kernels
+from dwp.nn.nets import (
+    ARCHS,
+    build_net,
+    check_hidden,
+    default_hidden,
+    describe_net,
+    resolve_arch,
+    valid_hidden,
+)
 
 __all__ = [
+    "ARCHS",
     "BayesConv2d",
     "BayesLayer",
     "BayesLinear",
+    "CIFARNet",
     "FConv",
     "Init",
     "LogUniformConv2d",
@@ -31,10 +44,17 @@ __all__ = [
     "bayes_layers",
     "bayes_mode",
     "bayesianize",
+    "build_net",
+    "check_hidden",
+    "cifarnet_hidden",
     "conv_layers",
+    "default_hidden",
+    "describe_net",
     "init_conv_kernels",
     "kl_divergence",
     "random_kernels",
+    "resolve_arch",
     "set_mode",
     "set_noise_generator",
+    "valid_hidden",
 ]

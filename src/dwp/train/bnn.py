@@ -1,7 +1,8 @@
 """Bayesian CNN training on a small target set: the paper's main experiment.
 
 The network is FConv (widths 32 / 128 for MNIST) whose two conv layers are Bayesian (factorised
-Gaussian posterior, local reparameterization); the Linear classifier is deterministic.
+Gaussian posterior, local reparameterization), or for 32x32 colour images the Bayesian CIFARNet
+variant with three Bayesian convs; the Linear layers are deterministic.
 
 Objective (the negative ELBO; DESIGN.md): ``loss = N/B * (summed cross-entropy of the batch) +
 KL``, where the first term estimates the sum over the N training examples and KL is the sum over
@@ -34,13 +35,17 @@ from dwp.errors import DWPError
 from dwp.eval import evaluate_bnn
 from dwp.io import atomic_path, check_same_config, read_json, run_lock, write_json
 from dwp.nn import (
-    FConv,
+    ARCHS,
     Init,
     bayesianize,
+    build_net,
+    check_hidden,
     conv_layers,
     init_conv_kernels,
     kl_divergence,
+    resolve_arch,
     set_noise_generator,
+    valid_hidden,
 )
 from dwp.priors import (
     DeepWeightPrior,
@@ -93,7 +98,7 @@ class BNNConfig:
     prior_dirs: tuple[str, ...] = ()
     kernel_dirs: tuple[str, ...] = ()
     init: Init = Init.xavier
-    hidden: tuple[int, int] = (32, 128)
+    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 32/128, CIFARNet k=1)
     epochs: int = 1000
     batch_size: int = 256
     lr: float = 1e-3
@@ -105,6 +110,7 @@ class BNNConfig:
     train_encoder: bool = False
     log_sigma2_init: float = -10.0
     normal_std: float = 1.0
+    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
     format_version: int = field(default=BNN_FORMAT_VERSION)
 
     def __post_init__(self):
@@ -120,7 +126,7 @@ class BNNConfig:
                 "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
                 "the fast mode caches estimates of a frozen encoder"
             )
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
         checks = {
@@ -128,7 +134,8 @@ class BNNConfig:
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
-            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "hidden": valid_hidden(self.hidden),
+            "arch": self.arch == "auto" or self.arch in ARCHS,
             "eval_every": self.eval_every is None or self.eval_every >= 1,
             "ens_samples": self.ens_samples >= 1,
             "dwp_samples": self.dwp_samples >= 1,
@@ -152,7 +159,8 @@ class BNNConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(prior=self.prior.value, init=self.init.value, hidden=list(self.hidden),
+        d.update(prior=self.prior.value, init=self.init.value,
+                 hidden=None if self.hidden is None else list(self.hidden),
                  prior_dirs=list(self.prior_dirs), kernel_dirs=list(self.kernel_dirs))  # fmt: skip
         return d
 
@@ -164,13 +172,15 @@ def build_bnn(
     image_size: int,
     device: torch.device | str = "cpu",
 ) -> nn.Module:
-    """The Bayesian FConv of ``config``, initialised (deterministically from ``config.seed``)
-    and with its priors attached, on ``device``."""
+    """The Bayesian net (FConv or CIFARNet variant) of ``config``, initialised
+    (deterministically from ``config.seed``) and with its priors attached, on ``device``."""
     device = torch.device(device)
     gen = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = FConv(config.hidden, in_channels, num_classes, image_size)
+        arch = resolve_arch(config.arch, in_channels, image_size)
+        model = build_net(arch, check_hidden(arch, config.hidden, "target"), in_channels,
+                          num_classes, image_size, bayes=True)  # fmt: skip
         nn.init.xavier_normal_(model.fc.weight)  # the reference's classifier init
         nn.init.zeros_(model.fc.bias)
     model.to(device)

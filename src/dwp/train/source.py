@@ -1,5 +1,5 @@
-"""Source networks: ordinary FConv nets trained on the source domain, whose kernels become the
-training data of the prior.
+"""Source networks: ordinary nets (FConv; CIFARNet for CIFAR) trained on the source domain,
+whose kernels become the training data of the prior.
 
 Protocol (DESIGN.md): batch 256, Adam lr 1e-3 decayed linearly to 0 over the run, loss = mean
 cross-entropy + ``l2`` * (sum of squares of all conv parameters). The L2 term drives most kernels
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from dwp.data import ImageSet, load_dataset
 from dwp.errors import DWPError
 from dwp.io import atomic_path
-from dwp.nn import FConv, conv_layers
+from dwp.nn import ARCHS, build_net, check_hidden, conv_layers, resolve_arch, valid_hidden
 
 __all__ = [
     "SOURCE_FORMAT_VERSION",
@@ -47,23 +47,25 @@ class SourceConfig:
 
     dataset: str = "letters"
     nets: int = 100
-    hidden: tuple[int, int] = (256, 512)
+    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 256/512, CIFARNet k=1)
     epochs: int = 100
     batch_size: int = 256
     lr: float = 1e-3
     l2: float = 1e-3
     seed: int = 0
     n_train: int | None = None  # use only the first n training images (None: all)
+    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
 
     def __post_init__(self):
-        self.hidden = tuple(int(h) for h in self.hidden)
+        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
         checks = {
             "nets": self.nets >= 1,
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "l2": self.l2 >= 0,
-            "hidden": len(self.hidden) == 2 and min(self.hidden) >= 1,
+            "hidden": valid_hidden(self.hidden),
+            "arch": self.arch == "auto" or self.arch in ARCHS,
             "n_train": self.n_train is None or self.n_train >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -153,7 +155,7 @@ def _net_path(out: Path, index: int) -> Path:
 
 def load_source_net(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[FConv, dict]:
+) -> tuple[nn.Module, dict]:
     """Load a source-net checkpoint; returns the model and the checkpoint's metadata."""
     path = Path(path)
     try:
@@ -165,7 +167,8 @@ def load_source_net(
             f"{path}: not a dwp source-net checkpoint of format version {SOURCE_FORMAT_VERSION}"
         )
     cfg = ckpt["model"]
-    model = FConv(tuple(cfg["hidden"]), cfg["in_channels"], cfg["num_classes"], cfg["image_size"])
+    model = build_net(cfg.get("kind", "fconv"), tuple(cfg["hidden"]), cfg["in_channels"],
+                      cfg["num_classes"], cfg["image_size"])  # fmt: skip
     model.load_state_dict(ckpt["state_dict"])
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, meta
@@ -260,17 +263,19 @@ def train_one_source_net(
         else ds.train.subset(range(min(config.n_train, len(ds.train))))
     )
     in_channels, image_size = ds.train.images.shape[1], ds.train.images.shape[-1]
+    arch = resolve_arch(config.arch, in_channels, image_size)
+    hidden = check_hidden(arch, config.hidden, "source")
     seed = config.seed + index
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = FConv(config.hidden, in_channels, ds.num_classes, image_size)
+        model = build_net(arch, hidden, in_channels, ds.num_classes, image_size)
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
     metrics = train_source_net(model, train, ds.test, config, gen, on_step)
     metrics = {"net": index, "seed": seed, **metrics}
     ckpt = {
         "format_version": SOURCE_FORMAT_VERSION,
-        "model": {"kind": "fconv", "hidden": list(config.hidden), "in_channels": in_channels,
+        "model": {"kind": arch, "hidden": list(hidden), "in_channels": in_channels,
                   "num_classes": ds.num_classes, "image_size": image_size},
         "config": dataclasses.asdict(config),
         "dataset": {"name": ds.name, "source": ds.source},
