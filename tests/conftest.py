@@ -99,3 +99,37 @@ def tiny_priors(tmp_path_factory):
         fit_prior(root / "kernels" / layer, root / f"prior-{layer}", cfg, torch.device("cpu"))
     return {"root": root, "data": str(root / "data"),
             "priors": [str(root / "prior-conv1"), str(root / "prior-conv2")]}  # fmt: skip
+
+
+def make_cifar(root: Path, name: str, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Write a tiny CIFAR-10 or CIFAR-100 folder in the real python-pickle format (byte keys,
+    uint8 rows of 3072 = 3 colour planes of 32x32); images are a per-class colour plus noise,
+    labels cycle through the classes. Returns the folder."""
+    import pickle
+
+    classes, folder, key = {
+        "cifar10": (10, "cifar-10-batches-py", b"labels"),
+        "cifar100": (100, "cifar-100-python", b"fine_labels"),
+    }[name]
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(30, 226, size=(classes, 3))
+    out = root / folder
+    out.mkdir(parents=True, exist_ok=True)
+
+    def batch(n: int, offset: int) -> dict:
+        labels = [(offset + i) % classes for i in range(n)]
+        planes = colour[labels][:, :, None] + rng.integers(-30, 31, size=(n, 3, 1024))
+        return {b"data": planes.clip(0, 255).astype(np.uint8).reshape(n, 3072), key: labels}
+
+    if name == "cifar10":
+        parts = np.array_split(np.arange(n_train), 5)
+        for i, part in enumerate(parts, start=1):
+            with open(out / f"data_batch_{i}", "wb") as f:
+                pickle.dump(batch(len(part), int(part[0]) if len(part) else 0), f)
+        with open(out / "test_batch", "wb") as f:
+            pickle.dump(batch(n_test, 0), f)
+    else:
+        for part, n in (("train", n_train), ("test", n_test)):
+            with open(out / part, "wb") as f:
+                pickle.dump(batch(n, 0), f)
+    return out

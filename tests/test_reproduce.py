@@ -267,6 +267,28 @@ def test_reproduce_errors(tmp_path, capsys):
     assert main(["reproduce", "--preset", "paper", "--out", str(tmp_path / "paper")]) == 2
     assert "the preset needs mnist and notmnist, not found here" in capsys.readouterr().err
     assert not (tmp_path / "paper").exists()
+    assert main(["reproduce", "--preset", "paper-cifar", "--out", str(tmp_path / "c")]) == 2
+    assert "the preset needs cifar10 and cifar100, not found here" in capsys.readouterr().err
+
+
+def test_builtin_presets_make_valid_stage_configs():
+    from dwp.experiments import ClassificationConfig, ConvergenceConfig, FeaturesConfig
+    from dwp.kernels import KernelConfig
+    from dwp.reproduce import PRESETS
+    from dwp.train.prior import PriorTrainConfig
+    from dwp.train.source import SourceConfig
+
+    for preset in PRESETS.values():
+        SourceConfig(dataset=preset.source_dataset, **preset.source_args)
+        KernelConfig(**preset.kernel_args)
+        for args in preset.prior_args.values():
+            PriorTrainConfig(**{k: v for k, v in args.items() if k != "median_norm"})
+        dirs = ("p1", "p2")
+        ClassificationConfig(dataset=preset.target_dataset, prior_dirs=dirs,
+                             **preset.classification_args)  # fmt: skip
+        ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=dirs,
+                          **preset.convergence_args)  # fmt: skip
+        FeaturesConfig(dataset=preset.target_dataset, prior_dirs=dirs, **preset.features_args)
 
 
 def test_shipped_kernel_sets_resolve_by_name(tmp_path):

@@ -1009,6 +1009,7 @@ class PresetChoice(StrEnum):
 
     quick = "quick"
     paper = "paper"
+    paper_cifar = "paper-cifar"
 
 
 @app.command("reproduce")
@@ -1020,7 +1021,8 @@ def reproduce_cmd(
         PresetChoice,
         typer.Option(
             help="quick: embedded data, ~12 min on 2 CPU cores; paper: the full "
-            "protocol (needs the MNIST and notMNIST files; a GPU)."
+            "protocol (needs the MNIST and notMNIST files; a GPU); paper-cifar: CIFAR-100 -> "
+            "CIFAR-10 (needs the CIFAR pickles; a GPU)."
         ),
     ] = PresetChoice.quick,
     preset_file: Annotated[

@@ -16,8 +16,6 @@ from dwp.io import atomic_path, read_json
 
 __all__ = ["build_report", "prior_figures"]
 
-_LAYERS = ("conv1", "conv2")
-
 
 def prior_figures(
     prior_dir: str | Path,
@@ -95,7 +93,11 @@ def _short(v) -> str:
 
 def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
     rows, figs = [], []
-    for layer in _LAYERS:
+    layers = sorted(
+        (p.name for p in (out / "priors").glob("conv*") if not p.name.endswith("-rescaled")),
+        key=lambda name: (len(name), name),
+    )
+    for layer in layers:
         d = out / "priors" / layer
         if not (d / "prior.json").is_file():
             continue

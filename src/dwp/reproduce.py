@@ -7,7 +7,7 @@ Layout of the output directory::
 
     DIR/config.json         the preset and options (a re-run with others is refused)
     DIR/stages.json         per stage: done, wall seconds (the report's timing table)
-    DIR/source/ kernels/ priors/conv1/ priors/conv2/
+    DIR/source/ kernels/ priors/conv1/ priors/conv2/ ...   (one prior per conv layer)
     DIR/classification/ convergence/ features/   (results as JSON / CSV, and figures)
     DIR/report.md, DIR/figures/
 
@@ -30,7 +30,6 @@ from dwp.io import check_same_config, read_json, write_json
 __all__ = ["PRESETS", "STAGES", "Preset", "load_preset", "reproduce"]
 
 STAGES = ("source", "kernels", "priors", "classification", "convergence", "features", "report")
-LAYERS = ("conv1", "conv2")
 
 
 @dataclass
@@ -91,6 +90,20 @@ PRESETS: dict[str, Preset] = {
         convergence_args={"seeds": (0, 1, 2, 3, 4), "steps": 300},
         features_args={"seeds": (0, 1, 2), "epochs": 10},
     ),
+    "paper-cifar": Preset(
+        name="paper-cifar",
+        description="the paper's CIFAR experiments: CIFARNet (k = 1) source nets on CIFAR-100, "
+        "one prior per conv layer; CIFAR-10 with 50 / 200 / 500 examples, 10 splits (the "
+        "Bayesian CIFARNet variant, 1000 epochs: our choice, the paper does not say), random "
+        "features at k = 1/8 .. 1, convergence; needs the CIFAR pickles and a GPU",
+        source_dataset="cifar100",
+        target_dataset="cifar10",
+        source_args={"nets": 10, "epochs": 100},
+        prior_args={f"conv{i}": {"epochs": 300} for i in range(1, 5)},
+        classification_args={"examples": (50, 200, 500), "epochs": 1000},
+        convergence_args={"seeds": (0, 1, 2, 3, 4), "steps": 500},
+        features_args={"scales": (1 / 8, 1 / 4, 1 / 2, 1.0), "seeds": (0, 1, 2), "epochs": 10},
+    ),
 }
 
 
@@ -128,8 +141,9 @@ def reproduce(
 ) -> Path:
     """Run (or resume) every stage of ``preset`` into ``out``; returns the report's path.
 
-    ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with ``conv1``
-    and ``conv2``) instead of training source nets. ``executor``: runs the source nets and the
+    ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with one
+    directory per conv layer of the target dataset's network family) instead of training
+    source nets. ``executor``: runs the source nets and the
     classification sweep's runs (see :mod:`dwp.executors`). ``on_event`` receives ``{"stage",
     "index", "total", "event": "start" | "skip" | "done" | "progress", ...}``; progress events
     carry the stage's own callback record under ``"record"``.
@@ -157,16 +171,18 @@ def reproduce(
     if kernels_dir is None and preset.kernels is not None:
         kernels_dir = preset.kernels
     kernels_dir = resolve_kernel_sets(kernels_dir) if kernels_dir is not None else None
-    if kernels_dir is not None:
-        missing = [
-            f"{la}/train.npy" for la in LAYERS if not (kernels_dir / la / "train.npy").is_file()
-        ]
-        if missing:
-            raise DWPError(f"--kernels {kernels_dir} lacks {', '.join(missing)}")
     _check_datasets(
         [preset.target_dataset] + ([] if kernels_dir is not None else [preset.source_dataset]),
         data_root,
     )
+    # one prior per conv layer of the family's ordinary net; the Bayesian variant takes the first
+    layers, bnn_layers = _layers(preset, data_root)
+    if kernels_dir is not None:
+        missing = [
+            f"{la}/train.npy" for la in layers if not (kernels_dir / la / "train.npy").is_file()
+        ]
+        if missing:
+            raise DWPError(f"--kernels {kernels_dir} lacks {', '.join(missing)}")
     settings = {"preset": _jsonable(preset.to_dict()),
                 "kernels_dir": str(kernels_dir) if kernels_dir else None}  # fmt: skip
     check_same_config(out, settings, "a reproduction")
@@ -175,10 +191,10 @@ def reproduce(
     kdir = kernels_dir or out / "kernels"
     # the priors as fitted initialise ordinary nets (convergence, random features); the Bayesian
     # nets use them moved to ``median_norm`` where the preset asks for it
-    prior_dirs = tuple(str(out / "priors" / la) for la in LAYERS)
+    prior_dirs = tuple(str(out / "priors" / la) for la in layers)
     bnn_prior_dirs = tuple(
         str(out / "priors" / f"{la}-rescaled") if preset.prior_args.get(la, {}).get("median_norm")
-        else d for la, d in zip(LAYERS, prior_dirs, strict=True)
+        else str(out / "priors" / la) for la in bnn_layers
     )  # fmt: skip
     emit = on_event or (lambda e: None)
 
@@ -199,11 +215,11 @@ def reproduce(
             return {"skipped": f"kernel sets given: {kernels_dir}"}
         nets = [load_source_net(p)[0] for p in list_source_nets(out / "source")]
         stats = extract_kernels(nets, out / "kernels", KernelConfig(**preset.kernel_args))
-        return {la: stats["layers"][la][part]["written"] for la in LAYERS for part in ["train"]}
+        return {la: stats["layers"][la]["train"]["written"] for la in layers}
 
     def priors():
         info = {}
-        for layer, d, bnn_d in zip(LAYERS, prior_dirs, bnn_prior_dirs, strict=True):
+        for layer, d in zip(layers, prior_dirs, strict=True):
             args = dict(preset.prior_args.get(layer, {}))
             median_norm = args.pop("median_norm", None)
             if not (Path(d) / "prior.json").is_file() or not (Path(d) / "weights.pt").is_file():
@@ -214,6 +230,7 @@ def reproduce(
                     "test_elbo": metrics.get("test", metrics["train"])["elbo_per_kernel"]
                 }
             if median_norm:
+                bnn_d = out / "priors" / f"{layer}-rescaled"
                 _, rescaled = rescale_prior(d, bnn_d, median_norm=median_norm)
                 info.setdefault(layer, {})["rescaled_by"] = rescaled["rescaled"]["factor"]
         return info
@@ -257,6 +274,18 @@ def reproduce(
             _mark(out, stage, seconds, **info)
         emit({**base, "event": "done", "seconds": seconds, **info})
     return out / "report.md"
+
+
+def _layers(preset: Preset, data_root) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The conv layers of the target dataset's network family: of its ordinary net (source nets,
+    convergence, random features) and of its Bayesian variant (classification)."""
+    from dwp.data import load_dataset
+    from dwp.nn import conv_names, resolve_arch
+
+    images = load_dataset(preset.target_dataset, data_root).train.images
+    arch = resolve_arch(preset.classification_args.get("arch", "auto"), images.shape[1],
+                        images.shape[-1])  # fmt: skip
+    return conv_names(arch), conv_names(arch, bayes=True)
 
 
 def _check_datasets(names: list[str], data_root) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "ARCHS",
     "build_net",
     "check_hidden",
+    "conv_names",
     "default_hidden",
     "describe_net",
     "resolve_arch",
@@ -38,6 +39,12 @@ _DEFAULT_HIDDEN = {
     ("cifarnet", "target"): cifarnet_hidden(1.0),
 }
 _N_HIDDEN = {"fconv": 2, "cifarnet": 3}
+_CONV_NAMES = {
+    ("fconv", False): ("conv1", "conv2"),
+    ("fconv", True): ("conv1", "conv2"),
+    ("cifarnet", False): ("conv1", "conv2", "conv3", "conv4"),
+    ("cifarnet", True): ("conv1", "conv2", "conv3"),
+}
 
 
 def resolve_arch(arch: str, channels: int, size: int) -> str:
@@ -53,6 +60,12 @@ def resolve_arch(arch: str, channels: int, size: int) -> str:
 def valid_hidden(hidden: tuple[int, ...] | None) -> bool:
     """Whether ``hidden`` can be widths of some family (checked before the dataset is known)."""
     return hidden is None or (len(hidden) in (2, 3) and min(hidden) >= 1)
+
+
+def conv_names(arch: str, bayes: bool = False) -> tuple[str, ...]:
+    """The conv layers of ``arch`` (its Bayesian variant with ``bayes``) in order, as
+    :func:`dwp.nn.conv_layers` names them: the layers that take one prior each."""
+    return _CONV_NAMES[(arch, bayes)]
 
 
 def default_hidden(arch: str, role: str) -> tuple[int, ...]:
