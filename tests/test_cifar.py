@@ -131,5 +131,7 @@ def test_reproduce_cifar100_to_cifar10(tmp_path, capsys):
         "normal": 0.225,
         "l2-dwp": None,
     }
+    stages = json.loads((out / "stages.json").read_text())
+    assert "28x28 grey images" in stages["vae-convergence"]["skipped"]
     report = (out / "report.md").read_text()
     assert "CIFARNet 4/8/8" in report and "prior-conv4.png" in report

@@ -90,3 +90,49 @@ def test_convergence_config_errors():
         ConvergenceConfig(inits=("laplace",))
     with pytest.raises(DWPError, match="steps"):
         ConvergenceConfig(inits=("xavier",), steps=0)
+
+
+def test_conv_vae_elbo_matches_its_terms():
+    """The ELBO is E_q log p(x|z) - KL: with the noise fixed, it equals the Bernoulli
+    log-likelihood from torch.distributions minus the KL of two Gaussians (closed form)."""
+    from torch.distributions import Bernoulli, Normal, kl_divergence
+
+    from dwp.nn import ConvVAE
+
+    torch.manual_seed(0)
+    vae = ConvVAE((4, 8), z_dim=3)
+    x = torch.rand(5, 1, 28, 28).round()
+    got = vae.elbo(x, torch.Generator().manual_seed(7))
+    mu, logvar = vae.encode(x)
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(7))
+    z = mu + eps * (0.5 * logvar).exp()
+    rec = Bernoulli(logits=vae.decode(z)).log_prob(x).flatten(1).sum(1)
+    kl = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(1)
+    torch.testing.assert_close(got, rec - kl)
+    assert list(conv_layers(vae)) == ["conv1", "conv2"]  # the FConv kernels the priors fit
+
+
+def test_vae_convergence(tiny_priors, tmp_path, capsys):
+    out = tmp_path / "vae"
+    assert main(_args(tiny_priors, out, "--model", "vae", "--z-dim", "2")) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("| init | final test ELBO | first step >= ")
+    with open(out / "curves.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 * 2 * 3 and all(float(r["test_elbo"]) < 0 for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    xavier_final = summary["xavier"]["final_mean"]
+    (level,) = summary["xavier"]["first_step"]
+    assert float(level) == pytest.approx(xavier_final, rel=1e-3)
+    assert summary["xavier"]["first_step"][level] is not None  # xavier reaches its own final
+    # the DWP init sets the VAE encoder's kernels as for the classifier
+    cfg = ConvergenceConfig(hidden=(4, 8), prior_dirs=tuple(tiny_priors["priors"]), model="vae",
+                            z_dim=2)  # fmt: skip
+    priors = {n: DeepWeightPrior.from_dir(d)
+              for n, d in zip(["conv1", "conv2"], cfg.prior_dirs, strict=True)}  # fmt: skip
+    vae = _build(cfg, "dwp", 0, 1, 10, 28, priors, None, "cpu")
+    want = priors["conv1"].sample_kernels(4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(vae.conv1.weight.detach(), want.reshape(4, 1, 7, 7))
+    # the VAE takes 28x28 grey images only
+    with pytest.raises(DWPError, match="28x28 grey images"):
+        _build(cfg, "xavier", 0, 3, 10, 32, None, None, "cpu")

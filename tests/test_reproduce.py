@@ -205,6 +205,13 @@ def _tiny_preset(tmp_path):
         "prior_args": {"conv1": {"epochs": 1, "median_norm": 1.35}, "conv2": {"epochs": 1}},
         "classification_args": {"examples": [10], "splits": [0], "epochs": 2, "hidden": [4, 8]},
         "convergence_args": {"seeds": [0], "steps": 2, "eval_every": 1, "hidden": [4, 8]},
+        "vae_convergence_args": {
+            "seeds": [0],
+            "steps": 2,
+            "eval_every": 1,
+            "hidden": [4, 8],
+            "z_dim": 2,
+        },
         "features_args": {"base_hidden": [8, 16], "scales": [0.5, 1], "seeds": [0], "epochs": 1},
     }
     path = tmp_path / "tiny.json"
@@ -218,10 +225,11 @@ def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
             "--data-root", tiny_priors["data"], "--device", "cpu"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "[1/7] source" in printed and "[7/7] report" in printed
+    assert "[1/8] source" in printed and "[8/8] report" in printed
     report = (out / "report.md").read_text()
     for heading in ("## Stages", "## Kernel priors", "## Classification with limited data",
-                    "## Convergence", "## Random feature extraction"):  # fmt: skip
+                    "## Convergence", "## Convergence of a VAE",
+                    "## Random feature extraction"):  # fmt: skip
         assert heading in report
     # every figure the report shows exists and is a PNG
     figures = [line[line.index("](") + 2 : -1] for line in report.splitlines()
@@ -239,11 +247,11 @@ def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
     assert "x " in report.split("## Kernel priors")[1].split("\n\n")[1]  # the scale column
     stages = json.loads((out / "stages.json").read_text())
     assert list(stages) == ["source", "kernels", "priors", "classification", "convergence",
-                            "features"]  # fmt: skip
+                            "vae-convergence", "features"]  # fmt: skip
     assert all(s["done"] and s["seconds"] >= 0 for s in stages.values())
     # a re-run skips every finished stage and rebuilds the report
     assert main(args) == 0
-    assert capsys.readouterr().out.count("done earlier, skipped") == 6
+    assert capsys.readouterr().out.count("done earlier, skipped") == 7
     # `dwp report` rebuilds it from the results alone
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
@@ -288,6 +296,8 @@ def test_builtin_presets_make_valid_stage_configs():
                              **preset.classification_args)  # fmt: skip
         ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=dirs,
                           **preset.convergence_args)  # fmt: skip
+        ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=dirs, model="vae",
+                          **preset.vae_convergence_args)  # fmt: skip
         FeaturesConfig(dataset=preset.target_dataset, prior_dirs=dirs, **preset.features_args)
 
 

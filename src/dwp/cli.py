@@ -751,6 +751,13 @@ InitsOpt = Annotated[
 ]
 
 
+class ConvergenceModel(StrEnum):
+    """What the convergence experiment trains."""
+
+    classifier = "classifier"
+    vae = "vae"
+
+
 @experiment_app.command("convergence")
 def experiment_convergence(
     out: Annotated[Path, typer.Option("--out", "-o", help="Experiment directory.")],
@@ -772,12 +779,21 @@ def experiment_convergence(
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (constant).")] = 1e-3,
     eval_every: Annotated[int, typer.Option(min=1, help="Steps between test evaluations.")] = 10,
+    model: Annotated[
+        ConvergenceModel,
+        typer.Option(
+            help="classifier: the ordinary net, test accuracy; vae: a conv VAE whose encoder "
+            "convs are FConv's (28x28 grey images), test ELBO."
+        ),
+    ] = ConvergenceModel.classifier,
+    z_dim: Annotated[int, typer.Option(min=1, help="Latent size of the VAE.")] = 16,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train the same ordinary net (FConv; CIFARNet for CIFAR) from Xavier, DWP-sample and
-    source-filter kernels; write test accuracy against steps (curves.csv, summary.json) and
-    convergence.png. Finished runs are read back; a killed experiment resumes."""
+    """Train the same ordinary net (FConv; CIFARNet for CIFAR), or a conv VAE (--model vae),
+    from Xavier, DWP-sample and source-filter kernels; write the test accuracy (or ELBO)
+    against steps (curves.csv, summary.json) and convergence.png. Finished runs are read back;
+    a killed experiment resumes."""
     from dwp.device import resolve_device
     from dwp.experiments import ConvergenceConfig, run_convergence
 
@@ -794,19 +810,22 @@ def experiment_convergence(
         eval_every=eval_every,
         prior_dirs=tuple(prior_dirs or ()),
         kernel_dirs=tuple(kernel_dirs or ()),
+        model=model.value,
+        z_dim=z_dim,
     )
     bar = _bar(len(config.inits) * len(config.seeds), "convergence", unit="run")
 
     def on_run(r: dict) -> None:
         bar.update(1)
-        bar.set_postfix({"last": f"{r['init']} s{r['seed']}: {r['final_acc']:.4f}"})
+        bar.set_postfix({"last": f"{r['init']} s{r['seed']}: {r['final']:.4f}"})
 
     try:
         summary = run_convergence(config, out, resolve_device(device), data_root, on_run)
     finally:
         bar.close()
     levels = list(next(iter(summary.values()))["first_step"])
-    typer.echo(f"| init | final test acc | {' | '.join(f'first step >= {lv}' for lv in levels)} |")
+    what = "final test ELBO" if config.model == "vae" else "final test acc"
+    typer.echo(f"| init | {what} | {' | '.join(f'first step >= {lv}' for lv in levels)} |")
     typer.echo("|---|---|" + "---|" * len(levels))
     for init, s in summary.items():
         firsts = " | ".join(str(s["first_step"][lv] or "-") for lv in levels)

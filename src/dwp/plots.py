@@ -179,11 +179,13 @@ _INIT_STYLE = {"xavier": ("tab:gray", "Xavier"), "dwp": ("tab:red", "DWP samples
                "filters": ("tab:blue", "source filters")}  # fmt: skip
 
 
-def _save_accuracy_figure(fig, ax, xlabel: str, title: str, caption: str, out: str | Path,
-                          legend_size: int | None = 7) -> Path:  # fmt: skip
-    """Label a test-accuracy plot (axes, grid, legend, title, the caption under it) and save it."""
+def _save_accuracy_figure(
+    fig, ax, xlabel: str, title: str, caption: str, out: str | Path,
+    legend_size: int | None = 7, ylabel: str = "test accuracy",
+) -> Path:  # fmt: skip
+    """Label a test-metric plot (axes, grid, legend, title, the caption under it) and save it."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=legend_size)
     ax.set_title(title, fontsize=10)
@@ -192,9 +194,11 @@ def _save_accuracy_figure(fig, ax, xlabel: str, title: str, caption: str, out: s
     return save_figure(fig, out)
 
 
-def convergence_curves(summary: dict, out: str | Path, caption: str) -> Path:
-    """Test accuracy against training steps per initialisation: the mean over seeds with a
-    ± one standard deviation band (a summary from :func:`dwp.experiments.convergence.summarise`)."""
+def convergence_curves(summary: dict, out: str | Path, caption: str,
+                       metric: str = "test_acc") -> Path:  # fmt: skip
+    """Test accuracy (or ELBO, ``metric="test_elbo"``) against training steps per
+    initialisation: the mean over seeds with a ± one standard deviation band (a summary from
+    :func:`dwp.experiments.convergence.summarise`)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for init, s in summary.items():
         color, label = _INIT_STYLE.get(init, (None, init))
@@ -203,10 +207,16 @@ def convergence_curves(summary: dict, out: str | Path, caption: str) -> Path:
         ax.plot(steps, mean, color=color, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
         ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
     lo = min(min(s["mean"][1:] or s["mean"]) for s in summary.values())
-    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    if metric == "test_acc":
+        ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+        ylabel = "test accuracy"
+    else:  # the ELBO starts hundreds of nats below where it ends: show from the first eval on
+        hi = max(max(s["mean"]) for s in summary.values())
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+        ylabel = "test ELBO (nats per image)"
     return _save_accuracy_figure(fig, ax, "training step",
                                  "Convergence by initialisation of the conv kernels", caption, out,
-                                 legend_size=None)  # fmt: skip
+                                 legend_size=None, ylabel=ylabel)  # fmt: skip
 
 
 _METHOD_STYLE = {

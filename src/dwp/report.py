@@ -180,29 +180,49 @@ def _net(cfg: dict, key: str, role: str) -> str:
         return "net"
 
 
-def _convergence_section(out: Path, preset: str) -> list[str]:
-    s = _load(out / "convergence" / "summary.json")
+def _convergence_section(out: Path, preset: str, sub: str = "convergence") -> list[str]:
+    s = _load(out / sub / "summary.json")
     if not s:
         return []
-    cfg = _load(out / "convergence" / "config.json") or {}
+    cfg = _load(out / sub / "config.json") or {}
+    vae = cfg.get("model") == "vae"
+    metric, fmt = ("ELBO", "{:.1f}") if vae else ("accuracy", "{:.3f}")
     levels = list(next(iter(s.values()))["first_step"])
     head = " | ".join(f"first step ≥ {lv}" for lv in levels)
-    lines = ["## Convergence", "",
-             f"Ordinary {_net(cfg, 'hidden', 'target')} on "
-             f"{cfg.get('dataset')}, {cfg.get('steps')} Adam steps of batch "
-             f"{cfg.get('batch_size')}, seeds {cfg.get('seeds')}. The paper (ConvNet on MNIST): "
-             "0.96 after about 50 steps from DWP or filters, about 100 from Xavier.", "",
-             f"| init | final accuracy | {head} |", "|---|---|" + "---|" * len(levels)]  # fmt: skip
+    if vae:
+        title, intro = (
+            "## Convergence of a VAE",
+            (
+                f"Conv VAE (z {cfg.get('z_dim')}) whose encoder convs are "
+                f"{_net(cfg, 'hidden', 'target')}'s, on {cfg.get('dataset')}, {cfg.get('steps')} "
+                f"Adam steps of batch {cfg.get('batch_size')}, seeds {cfg.get('seeds')}; test ELBO "
+                "in nats per image (higher is better); the last columns: the first step at which "
+                "the mean reaches Xavier's final ELBO. The paper: DWP and filters converge faster."
+            ),
+        )
+    else:
+        title, intro = (
+            "## Convergence",
+            (
+                f"Ordinary {_net(cfg, 'hidden', 'target')} on {cfg.get('dataset')}, "
+                f"{cfg.get('steps')} Adam steps of batch {cfg.get('batch_size')}, seeds "
+                f"{cfg.get('seeds')}. The paper (ConvNet on MNIST): 0.96 after about 50 steps from "
+                "DWP or filters, about 100 from Xavier."
+            ),
+        )
+    lines = [title, "", intro, "", f"| init | final {metric} | {head} |",
+             "|---|---|" + "---|" * len(levels)]  # fmt: skip
     for init, r in s.items():
         firsts = " | ".join(str(r["first_step"][lv] or "-") for lv in levels)
-        lines.append(f"| {init} | {r['final_mean']:.3f} ± {r['final_std']:.3f} | {firsts} |")
-    acc10 = {init: r["mean"][1] for init, r in s.items() if len(r["mean"]) > 1}
-    if acc10:
+        final = f"{fmt.format(r['final_mean'])} ± {fmt.format(r['final_std'])}"
+        lines.append(f"| {init} | {final} | {firsts} |")
+    early = {init: r["mean"][1] for init, r in s.items() if len(r["mean"]) > 1}
+    if early:
         step = next(iter(s.values()))["step"][1]
-        lines += ["", "Accuracy after " + f"{step} steps: "
-                  + ", ".join(f"{i} {a:.3f}" for i, a in acc10.items()) + "."]  # fmt: skip
-    lines += ["", "![convergence](convergence/convergence.png)", "",
-              f"*{preset} preset, {cfg.get('dataset')}, seeds {cfg.get('seeds')}: test accuracy "
+        lines += ["", f"{metric.capitalize()} after {step} steps: "
+                  + ", ".join(f"{i} {fmt.format(a)}" for i, a in early.items()) + "."]  # fmt: skip
+    lines += ["", f"![{title[3:].lower()}]({sub}/convergence.png)", "",
+              f"*{preset} preset, {cfg.get('dataset')}, seeds {cfg.get('seeds')}: test {metric} "
               "against training steps, mean ± sd over seeds.*", ""]  # fmt: skip
     return lines
 
@@ -246,6 +266,7 @@ def build_report(out: str | Path) -> Path:
     tag = preset.get("name", "custom")
     for section in (_stages_section(out), _priors_section(out, figures, tag),
                     _classification_section(out, tag), _convergence_section(out, tag),
+                    _convergence_section(out, tag, "vae-convergence"),
                     _features_section(out, tag)):  # fmt: skip
         body += section
     if not body:

@@ -1,14 +1,15 @@
 """``dwp reproduce``: the whole pipeline of the paper in one call, each stage cached.
 
-data -> source nets -> kernel sets -> one prior per conv layer -> the three experiments
-(classification with limited data, convergence, random feature extraction) -> ``report.md``.
+data -> source nets -> kernel sets -> one prior per conv layer -> the experiments
+(classification with limited data, convergence of a classifier and of a VAE, random feature
+extraction) -> ``report.md``.
 
 Layout of the output directory::
 
     DIR/config.json         the preset and options (a re-run with others is refused)
     DIR/stages.json         per stage: done, wall seconds (the report's timing table)
     DIR/source/ kernels/ priors/conv1/ priors/conv2/ ...   (one prior per conv layer)
-    DIR/classification/ convergence/ features/   (results as JSON / CSV, and figures)
+    DIR/classification/ convergence/ vae-convergence/ features/   (results and figures)
     DIR/report.md, DIR/figures/
 
 A finished stage is skipped on a re-run; a killed one resumes (source nets, kernel sets and
@@ -29,7 +30,8 @@ from dwp.io import check_same_config, read_json, write_json
 
 __all__ = ["PRESETS", "STAGES", "Preset", "load_preset", "reproduce"]
 
-STAGES = ("source", "kernels", "priors", "classification", "convergence", "features", "report")
+STAGES = ("source", "kernels", "priors", "classification", "convergence", "vae-convergence",
+          "features", "report")  # fmt: skip
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Preset:
     classification_args: dict = field(default_factory=dict)
     convergence_args: dict = field(default_factory=dict)
     features_args: dict = field(default_factory=dict)
+    # the VAE variant of convergence (ConvergenceConfig with model="vae"); 28x28 targets only
+    vae_convergence_args: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +80,7 @@ PRESETS: dict[str, Preset] = {
         classification_args={"examples": (50,), "splits": (0, 1, 2), "epochs": 500},
         convergence_args={"seeds": (0, 1, 2), "steps": 200},
         features_args={"scales": (1 / 32, 1 / 16, 1 / 8), "seeds": (0, 1, 2), "epochs": 10},
+        vae_convergence_args={"seeds": (0, 1, 2), "steps": 100},
     ),
     "paper": Preset(
         name="paper",
@@ -89,6 +94,7 @@ PRESETS: dict[str, Preset] = {
         classification_args={"epochs": 10000},
         convergence_args={"seeds": (0, 1, 2, 3, 4), "steps": 300},
         features_args={"seeds": (0, 1, 2), "epochs": 10},
+        vae_convergence_args={"seeds": (0, 1, 2, 3, 4), "steps": 1000},
     ),
     "paper-cifar": Preset(
         name="paper-cifar",
@@ -176,7 +182,7 @@ def reproduce(
         data_root,
     )
     # one prior per conv layer of the family's ordinary net; the Bayesian variant takes the first
-    layers, bnn_layers = _layers(preset, data_root)
+    layers, bnn_layers, arch = _layers(preset, data_root)
     if kernels_dir is not None:
         missing = [
             f"{la}/train.npy" for la in layers if not (kernels_dir / la / "train.npy").is_file()
@@ -248,6 +254,15 @@ def reproduce(
         run_convergence(cfg, out / "convergence", device, data_root, progress("convergence"))
         return {}
 
+    def vae_convergence():
+        if arch != "fconv":
+            return {"skipped": f"the VAE variant takes 28x28 grey images ({arch} target)"}
+        cfg = ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=prior_dirs,
+                                model="vae", **preset.vae_convergence_args)  # fmt: skip
+        run_convergence(cfg, out / "vae-convergence", device, data_root,
+                        progress("vae-convergence"))  # fmt: skip
+        return {}
+
     def features():
         cfg = FeaturesConfig(dataset=preset.target_dataset, prior_dirs=prior_dirs,
                              **preset.features_args)  # fmt: skip
@@ -260,7 +275,8 @@ def reproduce(
 
     steps = {"source": source, "kernels": kernels, "priors": priors,
              "classification": classification, "convergence": convergence,
-             "features": features, "report": report}  # fmt: skip
+             "vae-convergence": vae_convergence, "features": features,
+             "report": report}  # fmt: skip
     for index, stage in enumerate(STAGES, start=1):
         base = {"stage": stage, "index": index, "total": len(STAGES)}
         if stage != "report" and _stage_log(out).get(stage, {}).get("done"):
@@ -276,16 +292,16 @@ def reproduce(
     return out / "report.md"
 
 
-def _layers(preset: Preset, data_root) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _layers(preset: Preset, data_root) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     """The conv layers of the target dataset's network family: of its ordinary net (source nets,
-    convergence, random features) and of its Bayesian variant (classification)."""
+    convergence, random features) and of its Bayesian variant (classification); the family."""
     from dwp.data import load_dataset
     from dwp.nn import conv_names, resolve_arch
 
     images = load_dataset(preset.target_dataset, data_root).train.images
     arch = resolve_arch(preset.classification_args.get("arch", "auto"), images.shape[1],
                         images.shape[-1])  # fmt: skip
-    return conv_names(arch), conv_names(arch, bayes=True)
+    return conv_names(arch), conv_names(arch, bayes=True), arch
 
 
 def _check_datasets(names: list[str], data_root) -> None:

@@ -1,7 +1,9 @@
 """Convergence with DWP initialisation (as in the paper): the same ordinary net (FConv;
 CIFARNet with BatchNorm for CIFAR) trained from conv kernels initialised ``xavier``, ``dwp``
 (samples of the prior) and ``filters`` (random kernels of the source nets); test accuracy
-against training steps, over seeds.
+against training steps, over seeds. ``model="vae"`` is the paper's VAE-on-MNIST variant: a
+convolutional VAE (:class:`dwp.nn.ConvVAE`) whose encoder convs are FConv's, initialised the
+same three ways; the test ELBO (nats per image) against training steps.
 
 Every (init, seed) run is written to ``OUT/runs/INIT-sSEED.json`` as it finishes, so a killed
 experiment resumes where it stopped and a finished one is read back. ``OUT/curves.csv`` holds
@@ -27,6 +29,7 @@ from dwp.errors import DWPError
 from dwp.io import check_same_config, read_json, write_csv, write_json
 from dwp.nn import (
     ARCHS,
+    ConvVAE,
     build_net,
     check_hidden,
     conv_layers,
@@ -39,16 +42,18 @@ from dwp.train.source import evaluate_accuracy
 
 from .common import check_init_sources, load_init_sources, parse_inits
 
-__all__ = ["LEVELS", "ConvergenceConfig", "run_convergence", "summarise"]
+__all__ = ["LEVELS", "MODELS", "ConvergenceConfig", "run_convergence", "summarise"]
 
 FORMAT_VERSION = 1
 LEVELS = (0.8, 0.9, 0.95)  # accuracy levels whose first step the summary reports
+MODELS = ("classifier", "vae")
 
 
 @dataclass
 class ConvergenceConfig:
-    """One convergence experiment. Seed ``s`` draws the kernels and the classifier's init from
-    ``s`` and orders the batches with ``s + 1``, the same for every init."""
+    """One convergence experiment. Seed ``s`` draws the kernels and the other parameters' init
+    from ``s`` and orders the batches with ``s + 1`` (the VAE's noise: ``s + 2``), the same for
+    every init. ``model``: ``classifier`` (test accuracy) or ``vae`` (test ELBO)."""
 
     dataset: str = "mnist5k"
     examples: int | None = None  # training examples, stratified (None: the whole train part)
@@ -62,10 +67,14 @@ class ConvergenceConfig:
     prior_dirs: tuple[str, ...] = ()
     kernel_dirs: tuple[str, ...] = ()
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
+    model: str = "classifier"
+    z_dim: int = 16  # the VAE's latent size
     format_version: int = field(default=FORMAT_VERSION)
 
     def __post_init__(self):
         self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
+        if self.model not in MODELS:
+            raise DWPError(f"unknown convergence model {self.model!r}; choose from {MODELS}")
         self.seeds = tuple(int(s) for s in self.seeds)
         self.inits = parse_inits(self.inits)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
@@ -80,6 +89,7 @@ class ConvergenceConfig:
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "eval_every": self.eval_every >= 1,
+            "z_dim": self.z_dim >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -92,14 +102,32 @@ class ConvergenceConfig:
             d[k] = None if d[k] is None else list(d[k])
         return d
 
+    @property
+    def metric(self) -> str:
+        """The recorded test metric: ``test_acc`` or ``test_elbo``."""
+        return "test_elbo" if self.model == "vae" else "test_acc"
+
+
+@torch.no_grad()
+def _test_elbo(model: nn.Module, test, batch_size: int = 1000) -> float:
+    """Mean one-sample ELBO per test image, with the same noise at every evaluation."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(0)
+    total = sum(float(model.elbo(test.images[i : i + batch_size].to(device), gen).sum())
+                for i in range(0, len(test), batch_size))  # fmt: skip
+    return total / len(test)
+
 
 def _train_one(model: nn.Module, train, test, config: ConvergenceConfig, seed: int) -> dict:
     device = next(model.parameters()).device
     x_all, y_all = train.images.to(device), train.labels.to(device)
     n, batch = len(train), min(config.batch_size, len(train))
     gen = torch.Generator().manual_seed(seed + 1)
+    noise = torch.Generator(device=device).manual_seed(seed + 2)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    record = {"step": [0], "test_acc": [evaluate_accuracy(model, test)], "train_loss": [None]}
+    vae, metric = config.model == "vae", config.metric
+    evaluate = _test_elbo if vae else evaluate_accuracy
+    record = {"step": [0], metric: [evaluate(model, test)], "train_loss": [None]}
     order, pos = torch.randperm(n, generator=gen), 0
     t0 = time.perf_counter()
     for step in range(1, config.steps + 1):
@@ -107,45 +135,62 @@ def _train_one(model: nn.Module, train, test, config: ConvergenceConfig, seed: i
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos : pos + batch].to(device)
         pos += batch
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        if vae:
+            loss = -model.elbo(x_all[idx], noise).mean()
+        else:
+            loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % config.eval_every == 0 or step == config.steps:
             record["step"].append(step)
-            record["test_acc"].append(evaluate_accuracy(model, test))
+            record[metric].append(evaluate(model, test))
             record["train_loss"].append(float(loss.detach()))
     record["seconds"] = time.perf_counter() - t0
     return record
 
 
 def _build(config, init, seed, channels, classes, size, priors, kernel_sets, device):
+    arch = resolve_arch(config.arch, channels, size)
+    if config.model == "vae" and (arch != "fconv" or (channels, size) != (1, 28)):
+        raise DWPError(f"the VAE convergence model takes 28x28 grey images, not {channels}x{size}"
+                       f"x{size} ({config.dataset})")  # fmt: skip
+    hidden = check_hidden(arch, config.hidden, "target")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        arch = resolve_arch(config.arch, channels, size)
-        hidden = check_hidden(arch, config.hidden, "target")
-        model = build_net(arch, hidden, channels, classes, size)  # xavier kernels, zero biases
-        nn.init.xavier_normal_(model.fc.weight)
-        nn.init.zeros_(model.fc.bias)
+        if config.model == "vae":
+            model = ConvVAE(hidden, config.z_dim)  # xavier weights, zero biases
+        else:
+            model = build_net(arch, hidden, channels, classes, size)  # xavier, zero biases
+            nn.init.xavier_normal_(model.fc.weight)
+            nn.init.zeros_(model.fc.bias)
     gen = torch.Generator().manual_seed(seed)
     init_conv_kernels(conv_layers(model), init, priors=priors, kernel_sets=kernel_sets,
                       generator=gen)  # fmt: skip
     return model.to(device)
 
 
-def summarise(runs: list[dict], levels: tuple[float, ...] = LEVELS) -> dict:
-    """Per init: the evaluation steps, mean and standard deviation of the test accuracy over
-    seeds, and the first step at which the mean reaches each level (None if never)."""
+def summarise(
+    runs: list[dict], levels: tuple[float, ...] | None = None, metric: str = "test_acc"
+) -> dict:
+    """Per init: the evaluation steps, mean and standard deviation of the test metric over
+    seeds, and the first step at which the mean reaches each level (None if never). Default
+    levels: :data:`LEVELS` for accuracy; for the ELBO, Xavier's final mean (steps to match it)."""
     by_init: dict[str, list[dict]] = {}
     for r in runs:
         by_init.setdefault(r["init"], []).append(r)
+    if levels is None and metric == "test_acc":
+        levels = LEVELS
+    elif levels is None:
+        xavier = by_init.get("xavier")
+        levels = (statistics.fmean(r[metric][-1] for r in xavier),) if xavier else ()
     out = {}
     for init, rs in by_init.items():
         steps = rs[0]["step"]
-        accs = list(zip(*(r["test_acc"] for r in rs), strict=True))
+        accs = list(zip(*(r[metric] for r in rs), strict=True))
         mean = [statistics.fmean(a) for a in accs]
         std = [statistics.stdev(a) if len(a) > 1 else 0.0 for a in accs]
-        first = {f"{lv:g}": next((s for s, m in zip(steps, mean, strict=True) if m >= lv), None)
+        first = {f"{lv:.4g}": next((s for s, m in zip(steps, mean, strict=True) if m >= lv), None)
                  for lv in levels}  # fmt: skip
         out[init] = {"seeds": [r["seed"] for r in rs], "step": steps, "mean": mean, "std": std,
                      "final_mean": mean[-1], "final_std": std[-1], "first_step": first}  # fmt: skip
@@ -161,8 +206,8 @@ def run_convergence(
 ) -> dict:
     """Run (or resume, or read back) the experiment in ``out``; returns the summary dict.
 
-    ``on_run`` receives ``{"init", "seed", "index", "total", "final_acc", "cached"}`` after each
-    (init, seed) run."""
+    ``on_run`` receives ``{"init", "seed", "index", "total", "final", "cached"}`` after each
+    (init, seed) run (``final``: the last test accuracy or ELBO)."""
     out = Path(out)
     device = torch.device(device)
     check_same_config(out, config.to_dict(), "an experiment")
@@ -191,24 +236,27 @@ def run_convergence(
         runs.append(run)
         if on_run is not None:
             on_run({"init": init, "seed": seed, "index": i, "total": total,
-                    "final_acc": run["test_acc"][-1], "cached": cached})  # fmt: skip
+                    "final": run[config.metric][-1], "cached": cached})  # fmt: skip
     rows = (
         [r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"]
         for r in runs
-        for s, a, lo in zip(r["step"], r["test_acc"], r["train_loss"], strict=True)
+        for s, a, lo in zip(r["step"], r[config.metric], r["train_loss"], strict=True)
     )
-    write_csv(out / "curves.csv", ["init", "seed", "step", "test_acc", "train_loss"], rows)
-    summary = summarise(runs)
+    write_csv(out / "curves.csv", ["init", "seed", "step", config.metric, "train_loss"], rows)
+    summary = summarise(runs, metric=config.metric)
     write_json(out / "summary.json", summary)
     from dwp.plots import convergence_curves
 
     n_train = len(train)
+    net = describe_net(config.arch, config.hidden, "target", config.dataset)
+    if config.model == "vae":
+        net = f"conv VAE (encoder {net}, z {config.z_dim})"
+    what = "ELBO per image" if config.model == "vae" else "accuracy"
     convergence_curves(
         summary, out / "convergence.png",
-        caption=f"{describe_net(config.arch, config.hidden, 'target', config.dataset)} on "
-        f"{config.dataset} ({n_train} "
-        f"training images, batch {min(config.batch_size, n_train)}, Adam lr {config.lr:g}); "
-        f"mean ± sd over seeds {', '.join(map(str, config.seeds))}; test accuracy on "
-        f"{len(ds.test)} images",
+        caption=f"{net} on {config.dataset} ({n_train} training images, batch "
+        f"{min(config.batch_size, n_train)}, Adam lr {config.lr:g}); mean ± sd over seeds "
+        f"{', '.join(map(str, config.seeds))}; test {what} on {len(ds.test)} images",
+        metric=config.metric,
     )  # fmt: skip
     return summary

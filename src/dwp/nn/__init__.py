@@ -17,6 +17,7 @@ from dwp.nn.bayes import (
     set_noise_generator,
 )
 from dwp.nn.cifarnet import CIFARNet, cifarnet_hidden
+from dwp.nn.convvae import ConvVAE
 from dwp.nn.fconv import FConv, conv_layers
 from dwp.nn.init import Init, init_conv_kernels, random_kernels
 from dwp.nn.nets import (
@@ -36,6 +37,7 @@ __all__ = [
     "BayesLayer",
     "BayesLinear",
     "CIFARNet",
+    "ConvVAE",
     "FConv",
     "Init",
     "LogUniformConv2d",
