@@ -296,6 +296,7 @@ def test_cli_defaults_match_the_library():
     import inspect
 
     from dwp.cli import (
+        ArchChoice,
         InitChoice,
         MethodChoice,
         PresetChoice,
@@ -311,7 +312,7 @@ def test_cli_defaults_match_the_library():
     from dwp.experiments import ClassificationConfig, ConvergenceConfig, FeaturesConfig
     from dwp.experiments.classification import BAYES_METHODS, L2_METHODS
     from dwp.kernels import KernelConfig
-    from dwp.nn import Init
+    from dwp.nn import ARCHS, Init
     from dwp.reproduce import PRESETS
     from dwp.train.bnn import BNNConfig, PriorKind
     from dwp.train.prior import PriorTrainConfig
@@ -322,6 +323,7 @@ def test_cli_defaults_match_the_library():
     assert [c.value for c in InitChoice] == [c.value for c in Init]
     assert [c.value for c in MethodChoice] == list(BAYES_METHODS + L2_METHODS)
     assert [c.value for c in PresetChoice] == list(PRESETS)
+    assert [c.value for c in ArchChoice] == ["auto", *ARCHS]
     for command, config in ((source_train, SourceConfig), (kernels_extract, KernelConfig),
                             (prior_train, PriorTrainConfig), (bnn_train, BNNConfig),
                             (experiment_convergence, ConvergenceConfig),

@@ -52,12 +52,19 @@ WidthScaleOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+class ArchChoice(StrEnum):
+    """A network family (``dwp.nn.ARCHS``, or auto)."""
+
+    auto = "auto"
+    fconv = "fconv"
+    cifarnet = "cifarnet"
+
+
 ArchOpt = Annotated[
-    str,
-    typer.Option(
-        help="Network family: auto (CIFARNet for 32x32 colour images, FConv otherwise), fconv, "
-        "cifarnet."
-    ),
+    ArchChoice,
+    typer.Option(help="Network family: auto (CIFARNet for 32x32 colour images, FConv otherwise)."),
 ]
 
 
@@ -220,7 +227,7 @@ def source_train(
     nets: Annotated[int, typer.Option(min=1, help="Number of nets (distinct seeds).")] = 100,
     hidden: HiddenOpt = None,
     width_scale: WidthScaleOpt = None,
-    arch: ArchOpt = "auto",
+    arch: ArchOpt = ArchChoice.auto,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per net.")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
@@ -244,7 +251,7 @@ def source_train(
         dataset=dataset,
         nets=nets,
         hidden=_widths(hidden, width_scale),
-        arch=arch,
+        arch=arch.value,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -587,7 +594,7 @@ def bnn_train(
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 10000).")] = 1000,
     hidden: HiddenOpt = None,
     width_scale: WidthScaleOpt = None,
-    arch: ArchOpt = "auto",
+    arch: ArchOpt = ArchChoice.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size (capped at N).")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and noise.")] = 0,
@@ -645,7 +652,7 @@ def bnn_train(
         kernel_dirs=tuple(kernel_dirs or ()),
         init=init.value,
         hidden=_widths(hidden, width_scale),
-        arch=arch,
+        arch=arch.value,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -774,7 +781,7 @@ def experiment_convergence(
     ] = 0,
     hidden: HiddenOpt = None,
     width_scale: WidthScaleOpt = None,
-    arch: ArchOpt = "auto",
+    arch: ArchOpt = ArchChoice.auto,
     steps: Annotated[int, typer.Option(min=1, help="Training steps per run.")] = 300,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (constant).")] = 1e-3,
@@ -801,7 +808,7 @@ def experiment_convergence(
         dataset=dataset,
         examples=examples or None,
         hidden=_widths(hidden, width_scale),
-        arch=arch,
+        arch=arch.value,
         inits=tuple(i.value for i in inits) if inits else ("xavier", "dwp", "filters"),
         seeds=tuple(seeds) if seeds else (0, 1, 2),
         steps=steps,
@@ -878,7 +885,7 @@ def experiment_classification(
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per run (the paper: 10000).")] = 1000,
     hidden: HiddenOpt = None,
     width_scale: WidthScaleOpt = None,
-    arch: ArchOpt = "auto",
+    arch: ArchOpt = ArchChoice.auto,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     dwp_kernel_batch: Annotated[
         int, typer.Option(min=1, help="Kernels per layer through the DWP's VAE each step.")
@@ -909,7 +916,7 @@ def experiment_classification(
         methods=tuple(m.value for m in methods) if methods else BAYES_METHODS + L2_METHODS,
         epochs=epochs,
         hidden=_widths(hidden, width_scale),
-        arch=arch,
+        arch=arch.value,
         lr=lr,
         prior_dirs=tuple(prior_dirs or ()),
         dwp_kernel_batch=None if exact else dwp_kernel_batch,
@@ -974,7 +981,7 @@ def experiment_features(
             show_default=False,
         ),
     ] = None,
-    arch: ArchOpt = "auto",
+    arch: ArchOpt = ArchChoice.auto,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs per run.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 256,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-2,
@@ -992,7 +999,7 @@ def experiment_features(
         dataset=dataset,
         examples=examples or None,
         base_hidden=_widths(base_hidden, base_width_scale),
-        arch=arch,
+        arch=arch.value,
         scales=tuple(scales) if scales else (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0),
         inits=tuple(i.value for i in inits) if inits else ("xavier", "dwp", "filters"),
         seeds=tuple(seeds) if seeds else (0, 1, 2),

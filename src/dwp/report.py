@@ -146,7 +146,7 @@ def _classification_section(out: Path, preset: str) -> list[str]:
              f"Dataset {s['dataset']}, {cfg.get('epochs')} epochs per run; Bayesian "
              f"{_net(cfg, 'hidden', 'target')} ({cfg.get('ens_samples', 10)}-sample ensemble) "
              "with each prior, and the same net, deterministic, with L2. Paper: "
-             + ("CIFAR-10, 10000 epochs." if s["dataset"].startswith("cifar")
+             + ("CIFAR-10 with priors from CIFAR-100 nets." if s["dataset"].startswith("cifar")
                 else "full MNIST, 10 splits, 10000 epochs."), "",
              "| examples | method | accuracy (mean ± sd) | NLL | splits | paper | ours - paper |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -170,12 +170,13 @@ def _classification_section(out: Path, preset: str) -> list[str]:
     return lines
 
 
-def _net(cfg: dict, key: str, role: str) -> str:
+def _net(cfg: dict, key: str, role: str, extra: str = "") -> str:
     """``FConv 32/128`` for an experiment's config (its family and widths)."""
     from dwp.nn import describe_net
 
     try:
-        return describe_net(cfg.get("arch", "auto"), cfg.get(key), role, cfg.get("dataset", ""))
+        return describe_net(cfg.get("arch", "auto"), cfg.get(key), role, cfg.get("dataset", ""),
+                            extra)  # fmt: skip
     except (DWPError, KeyError, TypeError):  # a hand-edited config: a plain name
         return "net"
 
@@ -234,7 +235,7 @@ def _features_section(out: Path, preset: str) -> list[str]:
     cfg = _load(out / "features" / "config.json") or {}
     labels = next(iter(s.values()))["label"]
     lines = ["## Random feature extraction", "",
-             f"{_net(cfg, 'base_hidden', 'source').replace(' ', ' with BatchNorm, widths k x ')} "
+             f"{_net(cfg, 'base_hidden', 'source', ' with BatchNorm, widths k x')} "
              f"on {cfg.get('dataset')}, conv kernels frozen at their "
              f"initialisation, {cfg.get('epochs')} epochs of BatchNorm + classifier, seeds "
              f"{cfg.get('seeds')}. Paper (MNIST, k = 1/16): filters 0.963, DWP 0.956, Xavier "

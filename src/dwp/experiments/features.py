@@ -26,11 +26,11 @@ from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.io import check_same_config, read_json, write_csv, write_json
 from dwp.nn import (
+    ARCH_NAMES,
     ARCHS,
     build_net,
     check_hidden,
     conv_layers,
-    describe_net,
     init_conv_kernels,
     resolve_arch,
     valid_hidden,
@@ -202,9 +202,8 @@ def run_features(
     n_train = len(train)
     features_vs_scale(
         summary, out / "features.png",
-        caption=f"{describe_net(arch, None, 'source', config.dataset).split()[0]} with BatchNorm "
-        f"on {config.dataset} ({n_train} training images), widths k x {'/'.join(map(str, base))}"
-        ", frozen conv kernels; "
+        caption=f"{ARCH_NAMES[arch]} with BatchNorm on {config.dataset} ({n_train} training "
+        f"images), widths k x {'/'.join(map(str, base))}, frozen conv kernels; "
         f"{config.epochs} epochs of BatchNorm + classifier; mean ± sd over seeds "
         f"{', '.join(map(str, config.seeds))}; markers: the paper",
     )  # fmt: skip

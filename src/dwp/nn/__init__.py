@@ -21,6 +21,7 @@ from dwp.nn.convvae import ConvVAE
 from dwp.nn.fconv import FConv, conv_layers
 from dwp.nn.init import Init, init_conv_kernels, random_kernels
 from dwp.nn.nets import (
+    ARCH_NAMES,
     ARCHS,
     build_net,
     check_hidden,
@@ -33,6 +34,7 @@ from dwp.nn.nets import (
 
 __all__ = [
     "ARCHS",
+    "ARCH_NAMES",
     "BayesConv2d",
     "BayesLayer",
     "BayesLinear",

@@ -21,6 +21,7 @@ from .fconv import FConv
 
 __all__ = [
     "ARCHS",
+    "ARCH_NAMES",
     "build_net",
     "check_hidden",
     "conv_names",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 ARCHS = ("fconv", "cifarnet")
+ARCH_NAMES = {"fconv": "FConv", "cifarnet": "CIFARNet"}
 
 _DEFAULT_HIDDEN = {
     ("fconv", "source"): (256, 512),
@@ -88,13 +90,14 @@ def check_hidden(arch: str, hidden: tuple[int, ...] | None, role: str) -> tuple[
     return hidden
 
 
-def describe_net(arch: str, hidden: tuple[int, ...] | None, role: str, dataset: str) -> str:
-    """A label such as ``FConv 32/128`` for figure captions; ``auto`` is read from the dataset's
-    name (CIFAR datasets get CIFARNet)."""
+def describe_net(
+    arch: str, hidden: tuple[int, ...] | None, role: str, dataset: str, extra: str = ""
+) -> str:
+    """A label such as ``FConv 32/128`` (``FConv{extra} 32/128``) for figure captions;
+    ``auto`` is read from the dataset's name (CIFAR datasets get CIFARNet)."""
     if arch == "auto":
         arch = "cifarnet" if dataset.startswith("cifar") else "fconv"
-    name = {"fconv": "FConv", "cifarnet": "CIFARNet"}[arch]
-    return f"{name} {'/'.join(map(str, check_hidden(arch, hidden, role)))}"
+    return f"{ARCH_NAMES[arch]}{extra} {'/'.join(map(str, check_hidden(arch, hidden, role)))}"
 
 
 def build_net(
