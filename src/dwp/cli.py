@@ -1046,7 +1046,7 @@ def reproduce_cmd(
     preset: Annotated[
         PresetChoice,
         typer.Option(
-            help="quick: embedded data, ~12 min on 2 CPU cores; paper: the full "
+            help="quick: embedded data, ~13 min on 2 CPU cores; paper: the full "
             "protocol (needs the MNIST and notMNIST files; a GPU); paper-cifar: CIFAR-100 -> "
             "CIFAR-10 (needs the CIFAR pickles; a GPU)."
         ),

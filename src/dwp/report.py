@@ -220,7 +220,7 @@ def _convergence_section(out: Path, preset: str, sub: str = "convergence") -> li
     early = {init: r["mean"][1] for init, r in s.items() if len(r["mean"]) > 1}
     if early:
         step = next(iter(s.values()))["step"][1]
-        lines += ["", f"{metric.capitalize()} after {step} steps: "
+        lines += ["", f"{metric[0].upper()}{metric[1:]} after {step} steps: "
                   + ", ".join(f"{i} {fmt.format(a)}" for i, a in early.items()) + "."]  # fmt: skip
     lines += ["", f"![{title[3:].lower()}]({sub}/convergence.png)", "",
               f"*{preset} preset, {cfg.get('dataset')}, seeds {cfg.get('seeds')}: test {metric} "

@@ -69,7 +69,7 @@ PRESETS: dict[str, Preset] = {
         description="embedded data: priors fitted to the shipped kernels of 10 paper-protocol "
         "source nets on rendered letters (trained on a GPU: a CPU needs 2 minutes per epoch of "
         "them), moved to the reference's kernel scale for the Bayesian nets; 5000 MNIST digits "
-        "as the target, 3 splits at 50 examples, short runs; about 12 minutes on 2 CPU cores",
+        "as the target, 3 splits at 50 examples, short runs; about 13 minutes on 2 CPU cores",
         source_dataset="letters",
         target_dataset="mnist5k",
         kernels="letters-fconv",
@@ -80,7 +80,7 @@ PRESETS: dict[str, Preset] = {
         classification_args={"examples": (50,), "splits": (0, 1, 2), "epochs": 500},
         convergence_args={"seeds": (0, 1, 2), "steps": 200},
         features_args={"scales": (1 / 32, 1 / 16, 1 / 8), "seeds": (0, 1, 2), "epochs": 10},
-        vae_convergence_args={"seeds": (0, 1, 2), "steps": 100},
+        vae_convergence_args={"seeds": (0, 1, 2), "steps": 100, "batch_size": 128},
     ),
     "paper": Preset(
         name="paper",
