@@ -59,8 +59,12 @@ def test_family_choice_and_width_errors():
         resolve_arch("resnet", 3, 32)
     with pytest.raises(DWPError, match="cifarnet needs 3 positive conv widths"):
         build_net("cifarnet", (4, 8), 3, 10, 32)
-    with pytest.raises(DWPError, match="too small for CIFARNet"):
-        build_net("cifarnet", (4, 8, 8), 3, 10, 24)
+    with pytest.raises(DWPError, match=r"too small for CIFARNet \(needs >= 32\)"):
+        build_net("cifarnet", (4, 8, 8), 3, 10, 31)
+    with pytest.raises(DWPError, match=r"needs >= 24"):
+        build_net("cifarnet", (4, 8, 8), 3, 10, 23, bayes=True)
+    smallest = build_net("cifarnet", (4, 8, 8), 3, 10, 24, bayes=True)
+    assert smallest(torch.rand(1, 3, 24, 24)).shape == (1, 10)
     assert cifarnet_hidden(0.125) == (16, 32, 32) and cifarnet_hidden(1 / 512) == (1, 1, 1)
 
 

@@ -59,7 +59,7 @@ class CIFARNet(nn.Module):
         self.batch_norm = batch_norm
         side = (image_size - 6) // 2 - 8  # 32 -> 26 -> 13 -> 9 -> 5
         if side < (5 if batch_norm else 1):
-            need = 30 if batch_norm else 22
+            need = 32 if batch_norm else 24
             raise ValueError(f"image_size {image_size} is too small for CIFARNet (needs >= {need})")
         self.conv1 = conv(in_channels, h1, 7)
         self.conv2 = conv(h1, h2, 5)

@@ -51,7 +51,7 @@ class FConv(nn.Module):
         self.bn2 = nn.BatchNorm2d(h2) if batch_norm else nn.Identity()
         side = ((image_size - 6) // 2 - 4) // 2  # 28 -> 22 -> 11 -> 7 -> 3
         if side < 1:
-            raise ValueError(f"image_size {image_size} is too small for FConv (needs >= 20)")
+            raise ValueError(f"image_size {image_size} is too small for FConv (needs >= 18)")
         self.fc = nn.Linear(h2 * side * side, num_classes)
         self.reset_parameters()
 
