@@ -149,10 +149,10 @@ def reproduce(
 
     ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with one
     directory per conv layer of the target dataset's network family) instead of training
-    source nets. ``executor``: runs the source nets and the
-    classification sweep's runs (see :mod:`dwp.executors`). ``on_event`` receives ``{"stage",
-    "index", "total", "event": "start" | "skip" | "done" | "progress", ...}``; progress events
-    carry the stage's own callback record under ``"record"``.
+    source nets. ``executor``: runs the source nets and the classification sweep's runs (see
+    :mod:`dwp.executors`). ``on_event`` receives ``{"stage", "index", "total", "event": "start" |
+    "skip" | "done" | "progress", ...}``; progress events carry the stage's own callback record
+    under ``"record"``.
     """
     from dwp.experiments import (
         ClassificationConfig,

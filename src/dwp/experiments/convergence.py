@@ -33,6 +33,7 @@ from dwp.nn import (
     build_net,
     check_hidden,
     conv_layers,
+    conv_names,
     describe_net,
     init_conv_kernels,
     resolve_arch,
@@ -150,11 +151,18 @@ def _train_one(model: nn.Module, train, test, config: ConvergenceConfig, seed: i
     return record
 
 
-def _build(config, init, seed, channels, classes, size, priors, kernel_sets, device):
+def _arch(config: ConvergenceConfig, channels: int, size: int) -> str:
+    """The network family for images of ``channels`` x ``size`` x ``size``; an error if the VAE
+    is asked for images other than 28x28 grey ones."""
     arch = resolve_arch(config.arch, channels, size)
     if config.model == "vae" and (arch != "fconv" or (channels, size) != (1, 28)):
         raise DWPError(f"the VAE convergence model takes 28x28 grey images, not {channels}x{size}"
                        f"x{size} ({config.dataset})")  # fmt: skip
+    return arch
+
+
+def _build(config, init, seed, channels, classes, size, priors, kernel_sets, device):
+    arch = _arch(config, channels, size)
     hidden = check_hidden(arch, config.hidden, "target")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -214,8 +222,7 @@ def run_convergence(
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
-    names = list(conv_layers(_build(config, "xavier", 0, channels, ds.num_classes, size, None,
-                                    None, "cpu")))  # fmt: skip
+    names = list(conv_names(_arch(config, channels, size)))  # the VAE's encoder: FConv's
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
     write_json(out / "config.json", config.to_dict())

@@ -31,6 +31,7 @@ from dwp.nn import (
     build_net,
     check_hidden,
     conv_layers,
+    conv_names,
     init_conv_kernels,
     resolve_arch,
     valid_hidden,
@@ -169,8 +170,7 @@ def run_features(
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     arch = resolve_arch(config.arch, channels, size)
     base = check_hidden(arch, config.base_hidden, "source")
-    names = list(conv_layers(build_net(arch, widths(base, 1 / 64), channels, ds.num_classes,
-                                       size, batch_norm=True)))  # fmt: skip
+    names = list(conv_names(arch))
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
