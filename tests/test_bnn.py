@@ -71,11 +71,15 @@ def test_bnn_train(setup, tmp_path, capsys):
 def test_bnn_train_other_priors(setup, tmp_path, prior, init, layer, prior_cls):
     out = tmp_path / "run"
     extra = ["--prior", prior, "--init", init]
+    if prior == "normal":
+        extra += ["--normal-std", "0.5"]
     if init == "filters":  # the kernels come from the priors' records of their training sets
         extra += ["--prior-dirs", setup["priors"][0], "--prior-dirs", setup["priors"][1]]
     assert main(_args(setup, out, *extra)) == 0
     model, _ = load_bnn(out)
     assert isinstance(model.conv1, layer) and isinstance(model.conv2.prior, prior_cls)
+    if prior == "normal":
+        assert model.conv2.prior.std == 0.5
     if init == "filters":
         bank = np.load(setup["root"] / "kernels" / "conv1" / "train.npy").reshape(-1, 49)
         first = model.conv1.weight.detach()  # trained for 3 epochs: close to the bank still

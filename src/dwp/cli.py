@@ -634,6 +634,10 @@ def bnn_train(
     log_sigma2_init: Annotated[
         float, typer.Option(help="Initial log-variance of the Gaussian posteriors (paper: -10).")
     ] = -10.0,
+    normal_std: Annotated[
+        float,
+        typer.Option(help="Standard deviation of --prior normal (paper: 1; must be > 0)."),
+    ] = 1.0,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
@@ -663,6 +667,7 @@ def bnn_train(
         dwp_kernel_batch=None if exact else dwp_kernel_batch,
         train_encoder=train_encoder,
         log_sigma2_init=log_sigma2_init,
+        normal_std=normal_std,
     )
     dev = resolve_device(device)
     if (out / "result.json").is_file():
