@@ -97,6 +97,7 @@ def test_exact_mode_and_kernel_batch_options(setup, tmp_path):
     assert model.conv2.prior.cache_value.shape == (32,)  # conv2: 4 x 8 kernels, from the checkpoint
     # other priors do not record the option (it cannot change their runs)
     assert BNNConfig(prior="normal", dwp_kernel_batch=7).dwp_kernel_batch is None
+    assert BNNConfig(prior="log-uniform", normal_std=0.5).normal_std == 1.0  # likewise
     assert main(_args(setup, tmp_path / "te", *dwp, "--train-encoder")) == 2
     assert main(_args(setup, tmp_path / "te", *dwp, "--train-encoder", "--exact")) == 0
 

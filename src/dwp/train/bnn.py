@@ -121,6 +121,8 @@ class BNNConfig:
             raise DWPError(str(exc)) from None
         if self.prior is not PriorKind.dwp:
             self.dwp_kernel_batch = None  # only the DWP's KL uses it
+        if self.prior is not PriorKind.normal:
+            self.normal_std = 1.0  # only the normal prior uses it
         elif self.train_encoder and self.dwp_kernel_batch is not None:
             raise DWPError(
                 "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
