@@ -98,6 +98,8 @@ def test_exact_mode_and_kernel_batch_options(setup, tmp_path):
     # other priors do not record the option (it cannot change their runs)
     assert BNNConfig(prior="normal", dwp_kernel_batch=7).dwp_kernel_batch is None
     assert BNNConfig(prior="log-uniform", normal_std=0.5).normal_std == 1.0  # likewise
+    with pytest.raises(DWPError, match="needs the exact mode"):  # refused by the config itself
+        BNNConfig(prior="dwp", prior_dirs=tuple(setup["priors"]), train_encoder=True)
     assert main(_args(setup, tmp_path / "te", *dwp, "--train-encoder")) == 2
     assert main(_args(setup, tmp_path / "te", *dwp, "--train-encoder", "--exact")) == 0
 

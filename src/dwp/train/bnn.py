@@ -121,13 +121,13 @@ class BNNConfig:
             raise DWPError(str(exc)) from None
         if self.prior is not PriorKind.dwp:
             self.dwp_kernel_batch = None  # only the DWP's KL uses it
-        if self.prior is not PriorKind.normal:
-            self.normal_std = 1.0  # only the normal prior uses it
         elif self.train_encoder and self.dwp_kernel_batch is not None:
             raise DWPError(
                 "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
                 "the fast mode caches estimates of a frozen encoder"
             )
+        if self.prior is not PriorKind.normal:
+            self.normal_std = 1.0  # only the normal prior uses it
         self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
         self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
         self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
