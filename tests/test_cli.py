@@ -178,6 +178,8 @@ def test_kernels_extract(pipeline):
     assert np.load(k / "conv2" / "train.npy").shape == (2 * 32, 1, 5, 5)
     stats = json.loads((k / "stats.json").read_text())
     assert stats["layers"]["conv1"]["train"] == {"before": 8, "after_pruning": 8, "written": 8}
+    div = stats["layers"]["conv1"]["diversity"]
+    assert div["train"]["n_kernels"] == 8 and 1 <= div["test"]["effective_rank"] <= 4
     # the test kernels are the last net's
     last = torch.load(pipeline["source"] / "net-002.pt", weights_only=True)
     np.testing.assert_array_equal(test, last["state_dict"]["conv1.weight"].numpy())
@@ -225,6 +227,9 @@ def test_prior_eval(pipeline, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["n_kernels"] == 4 and np.isfinite(res["elbo_per_kernel"])
     assert res["iw_log_likelihood_per_kernel"] > res["elbo_per_kernel"] - 5
+    div = res["diversity"]
+    assert div["kernels"]["n_kernels"] == 4 and div["samples"]["n_kernels"] == 2048
+    assert 1 <= div["samples"]["effective_rank"] <= 49
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from dwp.errors import DWPError
-from dwp.kernels import KernelConfig, extract_kernels, kernel_slices, validate_kernels
+from dwp.kernels import (
+    KernelConfig,
+    extract_kernels,
+    kernel_diversity,
+    kernel_slices,
+    validate_kernels,
+)
 from dwp.nn import FConv, conv_layers
 from dwp.train.source import l2_penalty
 
@@ -93,6 +99,30 @@ def test_extract_max_kernels_and_layer_choice(tmp_path):
 def test_kernel_config_validation(kwargs, message):
     with pytest.raises(DWPError, match=message):
         KernelConfig(**kwargs)
+
+
+def test_kernel_diversity_closed_forms():
+    # k*k orthonormal kernels (any scales): full effective rank, no two alike
+    basis = np.eye(25).reshape(25, 1, 5, 5) * np.linspace(0.1, 3, 25)[:, None, None, None]
+    d = kernel_diversity(basis)
+    assert d["effective_rank"] == pytest.approx(25) and d["mean_abs_cosine"] == pytest.approx(0)
+    # multiples of one kernel (signs and scales differ): rank 1, all parallel
+    one = np.random.default_rng(0).normal(size=(1, 1, 5, 5))
+    d = kernel_diversity(one * np.array([1.0, -2.0, 0.5])[:, None, None, None])
+    assert d["effective_rank"] == pytest.approx(1) and d["mean_abs_cosine"] == pytest.approx(1)
+    # three kernels along e1, one along e2: energies 3/4, 1/4; 6 of the 12 ordered pairs parallel
+    k = np.zeros((4, 1, 3, 3))
+    k[:3, 0, 0, 0], k[3, 0, 1, 1] = [1.0, 2.0, -1.0], 5.0
+    d = kernel_diversity(k)
+    assert d["effective_rank"] == pytest.approx(
+        np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+    )
+    assert d["mean_abs_cosine"] == pytest.approx(0.5)
+    # zero kernels are ignored; the subset is seeded
+    assert kernel_diversity(np.concatenate([k, np.zeros((2, 1, 3, 3))]))["n_kernels"] == 4
+    many = np.random.default_rng(1).normal(size=(300, 1, 5, 5))
+    assert kernel_diversity(many, max_kernels=50, seed=3) == kernel_diversity(many, 50, seed=3)
+    assert kernel_diversity(many, max_kernels=50)["n_kernels"] == 50
 
 
 def test_validate_kernels_accepts_float64_and_returns_float32():

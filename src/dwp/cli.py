@@ -451,13 +451,14 @@ def prior_eval(
     device: DeviceOpt = "auto",
 ) -> None:
     """Print JSON with the ELBO per kernel (elbo_per_kernel) and an importance-weighted
-    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats."""
+    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats; and the shape diversity
+    (effective rank, mean |cos|) of the kernels and of 2048 prior samples (decoder means)."""
     import json
 
     import torch
 
     from dwp.device import resolve_device
-    from dwp.kernels import load_kernel_file
+    from dwp.kernels import kernel_diversity, load_kernel_file
     from dwp.priors import load_prior
     from dwp.train.prior import evaluate_prior
 
@@ -465,6 +466,10 @@ def prior_eval(
     vae, _ = load_prior(prior, map_location=dev)
     w = torch.from_numpy(load_kernel_file(kernels, vae.kernel_size))
     result = evaluate_prior(vae, w, samples=samples, iw_samples=iw_samples, seed=seed)
+    with torch.no_grad():
+        drawn = vae.sample(2048, generator=torch.Generator(device=dev).manual_seed(seed))
+    result["diversity"] = {"kernels": kernel_diversity(w.numpy(), seed=seed),
+                           "samples": kernel_diversity(drawn.cpu().numpy(), seed=seed)}  # fmt: skip
     result.update({"kernel_size": vae.kernel_size, "prior": str(prior), "kernels": str(kernels)})
     typer.echo(json.dumps(result, indent=2))
 

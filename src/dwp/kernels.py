@@ -5,7 +5,8 @@ shape (N, 1, k, k) (the reference implementation's kernel file format). The test
 held-out source nets (the last ``test_fraction`` of them). Slices whose L2 norm is below
 ``min_norm`` are dropped: the source nets' L2 penalty drives most kernels to almost zero, and
 those carry no shape to learn. ``<out>/stats.json`` records the counts before and after pruning,
-norm quantiles and a histogram of all norms.
+norm quantiles, a histogram of all norms and how diverse the kept kernels' shapes are
+(:func:`kernel_diversity`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_MIN_NORM",
     "KernelConfig",
     "extract_kernels",
+    "kernel_diversity",
     "kernel_norms",
     "kernel_slices",
     "load_kernel_file",
@@ -70,6 +72,36 @@ def kernel_slices(weight: torch.Tensor) -> np.ndarray:
 def kernel_norms(kernels: np.ndarray) -> np.ndarray:
     """L2 norm of each kernel of an (N, 1, k, k) array, in float64: shape (N,)."""
     return np.sqrt((kernels.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+
+
+def kernel_diversity(kernels: np.ndarray, max_kernels: int = 2048, seed: int = 0) -> dict:
+    """How different the shapes of an (N, 1, k, k) kernel array are, ignoring scale: each
+    nonzero kernel is scaled to unit norm, then
+
+    - ``effective_rank``: exp of the entropy of the normalised squared singular values of the
+      (N, k*k) matrix: 1 when all kernels are multiples of one kernel, k*k when they spread
+      evenly over k*k orthogonal directions;
+    - ``mean_abs_cosine``: mean |cos| between two distinct kernels (0 orthogonal, 1 parallel).
+
+    Uses at most ``max_kernels`` kernels (a random subset drawn with ``seed``). Trained source
+    kernels that all look alike make poor features, and so do samples of a prior fitted to them:
+    compare a prior's samples (``dwp prior eval``) with its training kernels and with random ones.
+    """
+    if max_kernels < 2:
+        raise DWPError(f"max_kernels must be at least 2, got {max_kernels}")
+    k = kernels.reshape(len(kernels), -1).astype(np.float64)
+    norms = np.sqrt((k**2).sum(axis=1))
+    k = k[norms > 0] / norms[norms > 0, None]
+    if len(k) > max_kernels:
+        k = k[np.sort(np.random.default_rng(seed).choice(len(k), max_kernels, replace=False))]
+    if len(k) < 2:
+        return {"effective_rank": float(len(k)), "mean_abs_cosine": math.nan, "n_kernels": len(k)}
+    energy = np.linalg.svd(k, compute_uv=False) ** 2
+    p = energy[energy > 0] / energy.sum()
+    cos = np.abs(k @ k.T)
+    off_diagonal = (cos.sum() - np.trace(cos)) / (len(k) * (len(k) - 1))
+    return {"effective_rank": float(np.exp(-(p * np.log(p)).sum())),
+            "mean_abs_cosine": float(off_diagonal), "n_kernels": len(k)}  # fmt: skip
 
 
 def validate_kernels(kernels: np.ndarray, name: str, kernel_size: int | None = None) -> np.ndarray:
@@ -161,6 +193,8 @@ def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kernel
             arrays[part] = _subsample(kept, config.max_kernels, rng)
             layer_stats[part] = {"before": len(kernels), "after_pruning": len(kept),
                                  "written": len(arrays[part])}  # fmt: skip
+            div = kernel_diversity(arrays[part], seed=config.seed)
+            layer_stats.setdefault("diversity", {})[part] = div
         norms = np.concatenate(all_norms)
         kept_norms = norms[norms >= config.min_norm]
         k = arrays["train"].shape[-1]

@@ -18,7 +18,7 @@ import yaml
 
 from dwp.errors import DWPError
 from dwp.io import atomic_path
-from dwp.kernels import kernel_norms, load_kernel_file
+from dwp.kernels import kernel_diversity, kernel_norms, load_kernel_file
 from dwp.priors.vae import KernelVAE, VAEConfig
 
 __all__ = [
@@ -37,7 +37,8 @@ _META, _WEIGHTS = "prior.json", "weights.pt"
 
 
 def kernel_summary(kernels: np.ndarray) -> dict:
-    """Count, norm quantiles and pixel moments of a kernel array (N, 1, k, k)."""
+    """Count, norm quantiles, pixel moments and shape diversity
+    (:func:`dwp.kernels.kernel_diversity`) of a kernel array (N, 1, k, k)."""
     norms = kernel_norms(kernels)
     return {
         "count": len(kernels),
@@ -48,6 +49,7 @@ def kernel_summary(kernels: np.ndarray) -> dict:
         },
         "pixel_mean": float(kernels.mean()),
         "pixel_std": float(kernels.std()),
+        "diversity": kernel_diversity(kernels),
     }
 
 
