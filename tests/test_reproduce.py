@@ -202,7 +202,10 @@ def _tiny_preset(tmp_path):
         "target_dataset": "mnist",
         "source_args": {"nets": 3, "hidden": [4, 8], "epochs": 1},
         "kernel_args": {"min_norm": 0.0},
-        "prior_args": {"conv1": {"epochs": 1, "median_norm": 1.35}, "conv2": {"epochs": 1}},
+        "prior_args": {
+            "conv1": {"epochs": 1, "median_norm": 1.35},
+            "conv2": {"epochs": 1, "z_dim": 3},
+        },
         "classification_args": {"examples": [10], "splits": [0], "epochs": 2, "hidden": [4, 8]},
         "convergence_args": {"seeds": [0], "steps": 2, "eval_every": 1, "hidden": [4, 8]},
         "vae_convergence_args": {
@@ -244,6 +247,10 @@ def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
     assert [p.rsplit("/", 1)[1] for p in conv["prior_dirs"]] == ["conv1", "conv2"]
     moved = json.loads((out / "priors" / "conv1-rescaled" / "prior.json").read_text())
     assert moved["kernel_stats"]["train"]["norm_quantiles"]["0.5"] == pytest.approx(1.35)
+    # the VAE's latent size comes from the preset where it says (conv2), else the paper's (conv1)
+    z = [json.loads((out / "priors" / c / "prior.json").read_text())["vae"]["z_dim"]
+         for c in ("conv1", "conv2")]  # fmt: skip
+    assert z == [2, 3]
     assert "x " in report.split("## Kernel priors")[1].split("\n\n")[1]  # the scale column
     stages = json.loads((out / "stages.json").read_text())
     assert list(stages) == ["source", "kernels", "priors", "classification", "convergence",
@@ -290,7 +297,8 @@ def test_builtin_presets_make_valid_stage_configs():
         SourceConfig(dataset=preset.source_dataset, **preset.source_args)
         KernelConfig(**preset.kernel_args)
         for args in preset.prior_args.values():
-            PriorTrainConfig(**{k: v for k, v in args.items() if k != "median_norm"})
+            vae_keys = ("median_norm", "z_dim", "hidden")
+            PriorTrainConfig(**{k: v for k, v in args.items() if k not in vae_keys})
         dirs = ("p1", "p2")
         ClassificationConfig(dataset=preset.target_dataset, prior_dirs=dirs,
                              **preset.classification_args)  # fmt: skip

@@ -306,5 +306,20 @@ def test_latent_grid_decodes_normal_quantiles_row_major():
     # first row: largest z2, z1 increasing along the row
     expected = vae.decode(torch.stack([q, q[2].repeat(3)], 1))[0]
     torch.testing.assert_close(grid[:3], expected)
-    with pytest.raises(DWPError, match="needs a 2-D latent space"):
-        KernelVAE(default_vae_config(5)).latent_grid()
+    # a larger latent space: a slice along the chosen coordinates, the others at 0
+    vae4 = KernelVAE(default_vae_config(5)).double()
+    z = torch.zeros(3, 4, dtype=torch.float64)
+    z[:, 3], z[:, 1] = q, q[2]
+    torch.testing.assert_close(vae4.latent_grid(3, 0.1, 0.9, dims=(3, 1))[:3], vae4.decode(z)[0])
+    for dims in [(0, 0), (0, 4)]:
+        with pytest.raises(DWPError, match=r"two distinct latent coordinates of 0\.\.3"):
+            vae4.latent_grid(dims=dims)
+
+
+def test_busiest_dims_finds_the_coordinates_the_encoder_uses():
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(5, z_dim=4)).double()
+    with torch.no_grad():  # encoder means: coordinate 2 varies most, then 0
+        vae.encoder.mu.weight.mul_(torch.tensor([3.0, 0.01, 10.0, 0.001]).view(4, 1, 1, 1))
+    kernels = torch.randn(200, 1, 5, 5, dtype=torch.float64)
+    assert vae.busiest_dims(kernels) == (2, 0)

@@ -491,12 +491,13 @@ def prior_sample(
     latent_out: Annotated[
         Path | None,
         typer.Option(
-            help="Latent-grid figure (z_dim 2 only; default: OUT with _latent).", show_default=False
+            help="Latent-grid figure (for z_dim > 2 a 2-D slice; default: OUT with _latent).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
     """Draw kernels from the prior (decoder means at z ~ N(0, I), and full draws from p(w | z))
-    beside real kernels; for a 2-D latent space also the kernels decoded on a grid of z."""
+    beside real kernels, and the kernels decoded on a grid of z (a 2-D slice for z_dim > 2)."""
     from dwp.report import prior_figures
 
     for path in prior_figures(prior, out, kernels, n, seed, latent_out):

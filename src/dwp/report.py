@@ -26,9 +26,10 @@ def prior_figures(
     latent_out: str | Path | None = None,
 ) -> list[Path]:
     """Kernels of the prior (decoder means at z ~ N(0, I) and full draws from p(w | z)) beside
-    real kernels (default: the prior's training kernels, when still on disk) in ``out``; for a
-    2-D latent space also the kernels decoded on a grid of z (``latent_out``, default ``out``
-    with ``_latent``). Returns the figures written."""
+    real kernels (default: the prior's training kernels, when still on disk) in ``out``; and the
+    kernels decoded on a grid of z (``latent_out``, default ``out`` with ``_latent``): the whole
+    latent space for z_dim 2, else the slice through 0 along the two coordinates the real kernels
+    use most. Returns the figures written."""
     from dwp.kernels import load_kernel_file
     from dwp.plots import latent_grid, pick_kernels, prior_samples
     from dwp.priors import load_prior
@@ -48,11 +49,16 @@ def prior_figures(
     k = vae.kernel_size
     title = f"{k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden})"
     written = [prior_samples(real, means, draws, out, title)]
+    g = 12
+    path = Path(latent_out) if latent_out else out.with_name(out.stem + "_latent.png")
     if vae.z_dim == 2:
-        g = 12
-        path = Path(latent_out) if latent_out else out.with_name(out.stem + "_latent.png")
         title = f"{k}x{k} prior: decoder means on a grid of z (normal quantiles 3%..97%)"
         written.append(latent_grid(vae.latent_grid(g).numpy(), g, path, title))
+    elif vae.z_dim > 2:
+        dims = (0, 1) if real is None else vae.busiest_dims(torch.from_numpy(real))
+        title = (f"{k}x{k} prior: decoder means on a grid of (z{dims[0] + 1}, z{dims[1] + 1}), "
+                 f"the other {vae.z_dim - 2} coordinates 0 (normal quantiles 3%..97%)")  # fmt: skip
+        written.append(latent_grid(vae.latent_grid(g, dims=dims).numpy(), g, path, title))
     return written
 
 
@@ -91,6 +97,17 @@ def _short(v) -> str:
     return str(v)
 
 
+def _sample_rank(prior_dir: Path) -> float:
+    """Effective rank of 2048 decoder means of a prior (seeded)."""
+    from dwp.kernels import kernel_diversity
+    from dwp.priors import load_prior
+
+    vae, _ = load_prior(prior_dir)
+    with torch.no_grad():
+        drawn = vae.sample(2048, torch.Generator().manual_seed(0)).numpy()
+    return kernel_diversity(drawn)["effective_rank"]
+
+
 def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
     rows, figs = [], []
     layers = sorted(
@@ -108,16 +125,21 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
         median = ((stats.get("train") or {}).get("norm_quantiles") or {}).get("0.5")
         moved = out / "priors" / f"{layer}-rescaled" / "prior.json"
         factor = read_json(moved).get("rescaled", {}).get("factor") if moved.is_file() else None
+        kernel_rank = ((stats.get("train") or {}).get("diversity") or {}).get("effective_rank")
         rows.append(
             f"| {layer} | {vae['kernel_size']}x{vae['kernel_size']} | {vae['z_dim']} | "
             f"{train_n} | {_fmt(median)} | {_fmt((m.get('train') or {}).get('elbo_per_kernel'), 1)}"
             f" | {_fmt((m.get('test') or {}).get('elbo_per_kernel'), 1)} | "
+            f"{_fmt(kernel_rank, 1)} / {_fmt(_sample_rank(d), 1)} | "
             f"{'-' if factor is None else f'x {factor:.3g}'} |"
         )
         written = prior_figures(d, figures / f"prior-{layer}.png")
         for path in written:
             rel = path.relative_to(out)
-            what = ("kernels decoded on a grid of the 2-D latent space" if "latent" in path.name
+            grid = (
+                "the 2-D latent space" if vae["z_dim"] == 2 else "a 2-D slice of the latent space"
+            )
+            what = (f"kernels decoded on a grid of {grid}" if "latent" in path.name
                     else "source kernels (left) beside decoder means at z ~ N(0, I) and full "
                     "draws w ~ p(w | z)")  # fmt: skip
             kernels = meta.get("training", {}).get("kernels", "?")
@@ -127,12 +149,16 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
         return []
     return ["## Kernel priors", "",
             "| layer | kernel | z | train kernels | median norm | train ELBO | test ELBO "
-            "| Bayesian nets: kernels scaled |",
-            "|---|---|---|---|---|---|---|---|", *rows, "",
+            "| effective rank: kernels / samples | Bayesian nets: kernels scaled |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, "",
             "ELBO in nats per kernel (10 draws of z) at the kernels' own scale; the reference's "
-            "7x7 prior scores about 49.7 on its own test kernels (median norm 1.35). The Bayesian "
-            "nets use the priors moved to the reference's kernel scale where the last column "
-            "says so (`dwp prior rescale`: the scale of source kernels is a gauge of FConv); "
+            "7x7 prior scores about 49.7 on its own test kernels (median norm 1.35). Effective "
+            "rank of the kernel shapes (`dwp.kernels.kernel_diversity`; 1: all alike, k*k: "
+            "spread evenly) of the training kernels and of 2048 decoder means at z ~ N(0, I): "
+            "with the deep weight prior a Bayesian net's kernels stay close to such samples. "
+            "The Bayesian nets use the priors moved to the reference's kernel scale where the "
+            "last column says so (`dwp prior rescale`: the scale of source kernels is a gauge of "
+            "FConv); "
             "ordinary nets (convergence, random features) start from the priors as fitted.", "",
             *figs]  # fmt: skip
 

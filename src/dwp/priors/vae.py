@@ -199,20 +199,35 @@ class KernelVAE(nn.Module):
         return torch.logsumexp(torch.stack(logw), 0) - math.log(samples)
 
     @torch.no_grad()
-    def latent_grid(self, size: int = 12, lo: float = 0.03, hi: float = 0.97) -> torch.Tensor:
-        """Decoder means on a ``size`` x ``size`` grid of a 2-D latent space (the paper's latent
-        figure): z1 and z2 run over the standard-normal quantiles ``lo``..``hi``, z1 along a row,
-        z2 down the rows from largest to smallest. Shape (size * size, 1, k, k)."""
-        if self.z_dim != 2:
+    def latent_grid(
+        self, size: int = 12, lo: float = 0.03, hi: float = 0.97, dims: tuple[int, int] = (0, 1)
+    ) -> torch.Tensor:
+        """Decoder means on a ``size`` x ``size`` grid of two latent coordinates (the paper's
+        latent figure): ``z[dims[0]]`` and ``z[dims[1]]`` run over the standard-normal quantiles
+        ``lo``..``hi``, the first along a row, the second down the rows from largest to smallest;
+        any other coordinates stay at 0 (a slice through the prior's mean). Shape
+        (size * size, 1, k, k)."""
+        i, j = dims
+        if self.z_dim < 2 or not (0 <= i < self.z_dim and 0 <= j < self.z_dim) or i == j:
             raise DWPError(
-                f"a latent grid needs a 2-D latent space; this prior has z_dim {self.z_dim}"
+                f"a latent grid needs two distinct latent coordinates of 0..{self.z_dim - 1}, "
+                f"got {dims}"
             )
         p = next(self.parameters())
         probs = torch.linspace(lo, hi, size, dtype=torch.float64)
         axis = (torch.special.ndtri(probs)).to(p.dtype)
         z2, z1 = torch.meshgrid(axis.flip(0), axis, indexing="ij")
-        z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1).to(p.device)
-        return self.decode(z)[0]
+        z = torch.zeros(size * size, self.z_dim, dtype=p.dtype)
+        z[:, i], z[:, j] = z1.reshape(-1), z2.reshape(-1)
+        return self.decode(z.to(p.device))[0]
+
+    @torch.no_grad()
+    def busiest_dims(self, kernels: torch.Tensor, n: int = 2) -> tuple[int, ...]:
+        """The ``n`` latent coordinates whose encoder means vary most over ``kernels``: the
+        ones the VAE uses most (unused ones stay near 0 with r(z | w) close to N(0, 1))."""
+        mu, _ = self.encode(kernels.to(next(self.parameters()).device))
+        order = mu.flatten(1).var(0).argsort(descending=True)
+        return tuple(int(d) for d in order[:n])
 
     def sample(
         self, n: int, generator: torch.Generator | None = None, mean: bool = True
