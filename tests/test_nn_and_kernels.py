@@ -118,8 +118,10 @@ def test_kernel_diversity_closed_forms():
         np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
     )
     assert d["mean_abs_cosine"] == pytest.approx(0.5)
-    # zero kernels are ignored; the subset is seeded
+    # zero kernels are ignored (a lone kernel has no pair to compare); the subset is seeded
     assert kernel_diversity(np.concatenate([k, np.zeros((2, 1, 3, 3))]))["n_kernels"] == 4
+    assert kernel_diversity(k[:1]) == {"effective_rank": 1.0, "mean_abs_cosine": None,
+                                       "n_kernels": 1}  # fmt: skip
     many = np.random.default_rng(1).normal(size=(300, 1, 5, 5))
     assert kernel_diversity(many, max_kernels=50, seed=3) == kernel_diversity(many, 50, seed=3)
     assert kernel_diversity(many, max_kernels=50)["n_kernels"] == 50

@@ -81,7 +81,8 @@ def kernel_diversity(kernels: np.ndarray, max_kernels: int = 2048, seed: int = 0
     - ``effective_rank``: exp of the entropy of the normalised squared singular values of the
       (N, k*k) matrix: 1 when all kernels are multiples of one kernel, k*k when they spread
       evenly over k*k orthogonal directions;
-    - ``mean_abs_cosine``: mean |cos| between two distinct kernels (0 orthogonal, 1 parallel).
+    - ``mean_abs_cosine``: mean |cos| between two distinct kernels (0 orthogonal, 1 parallel;
+      None for fewer than two nonzero kernels).
 
     Uses at most ``max_kernels`` kernels (a random subset drawn with ``seed``). Trained source
     kernels that all look alike make poor features, and so do samples of a prior fitted to them:
@@ -95,7 +96,7 @@ def kernel_diversity(kernels: np.ndarray, max_kernels: int = 2048, seed: int = 0
     if len(k) > max_kernels:
         k = k[np.sort(np.random.default_rng(seed).choice(len(k), max_kernels, replace=False))]
     if len(k) < 2:
-        return {"effective_rank": float(len(k)), "mean_abs_cosine": math.nan, "n_kernels": len(k)}
+        return {"effective_rank": float(len(k)), "mean_abs_cosine": None, "n_kernels": len(k)}
     energy = np.linalg.svd(k, compute_uv=False) ** 2
     p = energy[energy > 0] / energy.sum()
     cos = np.abs(k @ k.T)
