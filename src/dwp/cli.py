@@ -459,17 +459,15 @@ def prior_eval(
 
     from dwp.device import resolve_device
     from dwp.kernels import kernel_diversity, load_kernel_file
-    from dwp.priors import load_prior
+    from dwp.priors import load_prior, sample_diversity
     from dwp.train.prior import evaluate_prior
 
     dev = resolve_device(device)
     vae, _ = load_prior(prior, map_location=dev)
     w = torch.from_numpy(load_kernel_file(kernels, vae.kernel_size))
     result = evaluate_prior(vae, w, samples=samples, iw_samples=iw_samples, seed=seed)
-    with torch.no_grad():
-        drawn = vae.sample(2048, generator=torch.Generator(device=dev).manual_seed(seed))
     result["diversity"] = {"kernels": kernel_diversity(w.numpy(), seed=seed),
-                           "samples": kernel_diversity(drawn.cpu().numpy(), seed=seed)}  # fmt: skip
+                           "samples": sample_diversity(vae, seed=seed)}  # fmt: skip
     result.update({"kernel_size": vae.kernel_size, "prior": str(prior), "kernels": str(kernels)})
     typer.echo(json.dumps(result, indent=2))
 

@@ -97,18 +97,9 @@ def _short(v) -> str:
     return str(v)
 
 
-def _sample_rank(prior_dir: Path) -> float:
-    """Effective rank of 2048 decoder means of a prior (seeded)."""
-    from dwp.kernels import kernel_diversity
-    from dwp.priors import load_prior
-
-    vae, _ = load_prior(prior_dir)
-    with torch.no_grad():
-        drawn = vae.sample(2048, torch.Generator().manual_seed(0)).numpy()
-    return kernel_diversity(drawn)["effective_rank"]
-
-
 def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
+    from dwp.priors import load_prior, sample_diversity
+
     rows, figs = [], []
     layers = sorted(
         (p.name for p in (out / "priors").glob("conv*") if not p.name.endswith("-rescaled")),
@@ -126,11 +117,12 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
         moved = out / "priors" / f"{layer}-rescaled" / "prior.json"
         factor = read_json(moved).get("rescaled", {}).get("factor") if moved.is_file() else None
         kernel_rank = ((stats.get("train") or {}).get("diversity") or {}).get("effective_rank")
+        sample_rank = sample_diversity(load_prior(d)[0])["effective_rank"]
         rows.append(
             f"| {layer} | {vae['kernel_size']}x{vae['kernel_size']} | {vae['z_dim']} | "
             f"{train_n} | {_fmt(median)} | {_fmt((m.get('train') or {}).get('elbo_per_kernel'), 1)}"
             f" | {_fmt((m.get('test') or {}).get('elbo_per_kernel'), 1)} | "
-            f"{_fmt(kernel_rank, 1)} / {_fmt(_sample_rank(d), 1)} | "
+            f"{_fmt(kernel_rank, 1)} / {_fmt(sample_rank, 1)} | "
             f"{'-' if factor is None else f'x {factor:.3g}'} |"
         )
         written = prior_figures(d, figures / f"prior-{layer}.png")

@@ -8,6 +8,7 @@ from dwp.priors.store import (
     load_kernel_sets,
     load_prior,
     rescale_prior,
+    sample_diversity,
     save_prior,
 )
 from dwp.priors.vae import ARCHITECTURES, KernelVAE, VAEConfig, default_vae_config
@@ -35,5 +36,6 @@ __all__ = [
     "load_kernel_sets",
     "load_prior",
     "rescale_prior",
+    "sample_diversity",
     "save_prior",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "kernel_summary",
     "load_prior",
     "rescale_prior",
+    "sample_diversity",
     "save_prior",
 ]
 
@@ -51,6 +52,15 @@ def kernel_summary(kernels: np.ndarray) -> dict:
         "pixel_std": float(kernels.std()),
         "diversity": kernel_diversity(kernels),
     }
+
+
+@torch.no_grad()
+def sample_diversity(vae: KernelVAE, n: int = 2048, seed: int = 0) -> dict:
+    """:func:`dwp.kernels.kernel_diversity` of ``n`` decoder means at z ~ N(0, I) (the samples
+    the DWP initialises with), drawn with ``seed`` on the VAE's device."""
+    device = next(vae.parameters()).device
+    drawn = vae.sample(n, generator=torch.Generator(device=device).manual_seed(seed))
+    return kernel_diversity(drawn.cpu().numpy(), seed=seed)
 
 
 def save_prior(vae: KernelVAE, out: str | Path, **info) -> Path:
