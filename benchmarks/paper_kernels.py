@@ -29,6 +29,8 @@ class _Deadline(Exception):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--dataset", default="letters", help="source dataset (catalog name)")
+    p.add_argument("--data-root", default=None, help="where the dataset's files are")
     p.add_argument("--work", type=Path, default=Path("/tmp/dwp-work"))
     p.add_argument("--nets", type=int, default=100)
     p.add_argument("--epochs", type=int, default=20)
@@ -50,7 +52,9 @@ def main() -> int:
     )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    cfg = SourceConfig(nets=args.nets, hidden=tuple(args.hidden), epochs=args.epochs)
+    cfg = SourceConfig(
+        dataset=args.dataset, nets=args.nets, hidden=tuple(args.hidden), epochs=args.epochs
+    )
     t0 = time.perf_counter()
 
     def done(i: int, m: dict) -> None:
@@ -63,7 +67,9 @@ def main() -> int:
             raise _Deadline
 
     try:
-        train_source_nets(cfg, args.work / "source", device, on_net_done=done)
+        train_source_nets(
+            cfg, args.work / "source", device, data_root=args.data_root, on_net_done=done
+        )
     except _Deadline:
         print(f"time budget of {args.seconds:.0f}s reached", flush=True)
     train_seconds = time.perf_counter() - t0
@@ -75,6 +81,7 @@ def main() -> int:
         KernelConfig(max_kernels=args.max_kernels),
     )
     summary = {
+        "dataset": args.dataset,
         "nets": len(paths),
         "epochs": args.epochs,
         "hidden": args.hidden,

@@ -92,6 +92,35 @@ def test_data_preview_mnist(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_data_render_letters_round_trips_through_the_notmnist_reader(tmp_path, capsys, monkeypatch):
+    import matplotlib
+
+    from dwp.data import find_fonts, load_dataset
+    from dwp.data.letters import load_letters
+
+    monkeypatch.setenv("DWP_CACHE_DIR", str(tmp_path / "cache"))
+    fonts_dir = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    out = tmp_path / "rendered"
+    assert main(["data", "render-letters", "--out", str(out), "--train", "30", "--test", "20",
+                 "--seed", "3", "--font-dir", str(fonts_dir)]) == 0  # fmt: skip
+    assert "--dataset notmnist" in capsys.readouterr().out
+    fonts = find_fonts([fonts_dir])
+    expected = load_letters(30, 20, seed=3, fonts=fonts, cache=None)
+    ds = load_dataset("notmnist", out)
+    assert ds.classes == tuple("ABCDEFGHIJ")
+    for part, images in (("train", ds.train), ("test", ds.test)):
+        got = np.round(images.images.numpy() * 255).astype(np.uint8)
+        np.testing.assert_array_equal(got, expected[f"{part}_images"])
+        np.testing.assert_array_equal(images.labels.numpy(), expected[f"{part}_labels"])
+    names = (out / "notMNIST" / "fonts.txt").read_text().splitlines()
+    assert names == [f.name for f in fonts]
+    assert not any(".tmp" in p.name for p in out.rglob("*"))
+    # too few letters is a usage error, not a traceback
+    assert main(["data", "render-letters", "--out", str(out), "--train", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "greater than or equal to 10" in err and "Traceback" not in err
+
+
 def test_missing_dataset_is_one_line_exit_2(tmp_path, capsys):
     code = main(["data", "preview", "mnist", "--out", str(tmp_path / "x.png"),
                  "--data-root", str(tmp_path)])  # fmt: skip

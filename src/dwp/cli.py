@@ -153,6 +153,37 @@ def data_preview(
         typer.echo(f"skipped {ds.info['skipped_unreadable']} unreadable images")
 
 
+@data_app.command("render-letters")
+def data_render_letters(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory; the files go to OUT/notMNIST/.")
+    ],
+    train: Annotated[int, typer.Option(min=10, help="Number of training letters.")] = 100000,
+    test: Annotated[int, typer.Option(min=10, help="Number of test letters.")] = 10000,
+    seed: Annotated[int, typer.Option(help="Seed of the rendering (fonts, jitter, order).")] = 0,
+    font_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--font-dir",
+            help="Search only these font directories (repeatable; default: matplotlib's fonts, "
+            "the system's and $DWP_FONT_DIRS).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Render notMNIST-style letters from every usable font here and write them as notMNIST
+    IDX files, readable anywhere as `--dataset notmnist --data-root OUT`."""
+    from dwp.data import cache_dir, export_letters, find_fonts
+
+    fonts = find_fonts(font_dir) if font_dir else find_fonts()
+    typer.echo(f"rendering {train} + {test} letters from {len(fonts)} fonts ...", err=True)
+    info = export_letters(out, train, test, seed, fonts=fonts, cache=cache_dir())
+    typer.echo(
+        f"wrote {info['folder']}  ({info['n_train']} train / {info['n_test']} test letters, "
+        f"{info['fonts']} fonts); read them with --dataset notmnist --data-root {out}"
+    )
+
+
 source_app = typer.Typer(help="Source networks trained on the source domain.", no_args_is_help=True)
 kernels_app = typer.Typer(help="Kernel datasets extracted from source nets.", no_args_is_help=True)
 prior_app = typer.Typer(

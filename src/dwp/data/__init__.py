@@ -9,7 +9,7 @@ from dwp.data.catalog import (
     load_dataset,
     mnist5k_split,
 )
-from dwp.data.letters import LETTERS, find_fonts, render_letters
+from dwp.data.letters import LETTERS, export_letters, find_fonts, render_letters
 from dwp.data.paths import cache_dir, data_roots
 from dwp.data.splits import few_shot, stratified_indices
 
@@ -22,6 +22,7 @@ __all__ = [
     "cache_dir",
     "data_roots",
     "dataset_status",
+    "export_letters",
     "few_shot",
     "find_fonts",
     "load_dataset",

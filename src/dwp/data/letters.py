@@ -24,7 +24,15 @@ from PIL import Image, ImageDraw, ImageFont
 from dwp.errors import DWPError
 from dwp.io import atomic_path
 
-__all__ = ["LETTERS", "FontInfo", "JitterConfig", "find_fonts", "load_letters", "render_letters"]
+__all__ = [
+    "LETTERS",
+    "FontInfo",
+    "JitterConfig",
+    "export_letters",
+    "find_fonts",
+    "load_letters",
+    "render_letters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -306,3 +314,38 @@ def load_letters(
             np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in data.items()})
     data["cache_path"] = path
     return data
+
+
+def export_letters(
+    out: str | Path,
+    n_train: int = 100000,
+    n_test: int = 10000,
+    seed: int = 0,
+    fonts: list[FontInfo] | None = None,
+    cache: Path | None = None,
+) -> dict:
+    """Render letters (as :func:`load_letters` does) and write them in notMNIST's IDX layout.
+
+    Writes ``out/notMNIST/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (each file atomically)
+    and ``out/notMNIST/fonts.txt``, so that the ``notmnist`` dataset reads them with
+    ``data_root=out``: a large rendered source set travels to a machine without these fonts (a
+    GPU box, say) as plain files. Returns ``{"folder", "n_train", "n_test", "fonts"}``.
+    """
+    from dwp.data.readers import write_idx
+
+    if n_train < 10 or n_test < 10:
+        raise DWPError(f"need at least 10 train and 10 test letters, got {n_train} / {n_test}")
+    fonts = find_fonts() if fonts is None else fonts
+    data = load_letters(n_train, n_test, seed, fonts=fonts, cache=cache)
+    folder = Path(out) / "notMNIST"
+    for prefix, part in (("train", "train"), ("t10k", "test")):
+        arrays = {
+            "images-idx3": data[f"{part}_images"][:, 0],
+            "labels-idx1": data[f"{part}_labels"].astype(np.uint8),
+        }
+        for kind, array in arrays.items():
+            with atomic_path(folder / f"{prefix}-{kind}-ubyte.gz") as tmp:
+                write_idx(tmp, array)
+    with atomic_path(folder / "fonts.txt") as tmp:
+        tmp.write_text("".join(f"{name}\n" for name in data["fonts"]))
+    return {"folder": folder, "n_train": n_train, "n_test": n_test, "fonts": len(data["fonts"])}
