@@ -22,6 +22,7 @@ from conftest import make_idx_set, write_reference
 SMOKE_TESTED = {
     ("data", "list"): "test_data_list",
     ("data", "preview"): "test_data_preview_mnist",
+    ("data", "render-letters"): "test_data_render_letters_round_trips_through_the_notmnist_reader",
     ("source", "train"): "test_source_train",
     ("kernels", "extract"): "test_kernels_extract",
     ("kernels", "preview"): "test_kernels_preview",
