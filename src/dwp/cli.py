@@ -24,7 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Datasets: what is available here, and previews.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Datasets: what is available here, previews, and rendered letters as notMNIST files.",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 
 DataRoot = Annotated[
