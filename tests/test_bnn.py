@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -95,6 +96,20 @@ def test_exact_mode_and_kernel_batch_options(setup, tmp_path):
     model, cfg = load_bnn(tmp_path / "kb")
     assert cfg.dwp_kernel_batch == 7 and model.conv2.prior.kernel_batch == 7
     assert model.conv2.prior.cache_value.shape == (32,)  # conv2: 4 x 8 kernels, from the checkpoint
+    # the fast mode also records the exact mode's estimate of the KL at each evaluation
+    (kb_rec,) = [
+        json.loads(x) for x in (tmp_path / "kb" / "metrics.jsonl").read_text().splitlines()
+    ]
+    (ex_rec,) = [
+        json.loads(x) for x in (tmp_path / "exact" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert "kl_exact" not in ex_rec and np.isfinite(kb_rec["kl_exact"])
+    kb_result = json.loads((tmp_path / "kb" / "result.json").read_text())
+    assert kb_result["kl_exact"] == kb_rec["kl_exact"] != kb_result["kl"]
+    with torch.no_grad():  # an independent exact estimate of the saved model's KL agrees
+        estimates = [float(model.conv1.kl() + model.conv2.kl()) for _ in range(20)]
+    spread = 4 * np.std(estimates) + 1e-3 * abs(np.mean(estimates))
+    assert abs(np.mean(estimates) - kb_rec["kl_exact"]) < spread
     # other priors do not record the option (it cannot change their runs)
     assert BNNConfig(prior="normal", dwp_kernel_batch=7).dwp_kernel_batch is None
     assert BNNConfig(prior="log-uniform", normal_std=0.5).normal_std == 1.0  # likewise
@@ -223,24 +238,36 @@ def test_filters_init_follows_a_rescaled_prior(setup, tmp_path):
 
 
 def test_bnn_summary(setup, tmp_path, capsys):
-    """Two splits of one setting and one of another: a row per setting, means over splits."""
+    """Two splits of one setting and one of two others: a row per setting, means over splits."""
     for split, prior in ((0, "normal"), (1, "normal"), (0, "log-uniform")):
         out = tmp_path / "runs" / f"{prior}-s{split}"
         assert main(_args(setup, out, "--prior", prior, "--split-seed", str(split))) == 0
+    other_lr = tmp_path / "runs" / "normal-lr-s0"  # another setting: its own row, named by it
+    assert main(_args(setup, other_lr, "--prior", "normal", "--lr", "0.01")) == 0
     (tmp_path / "runs" / "unfinished").mkdir()  # no result.json: skipped
     capsys.readouterr()
     assert main(["bnn", "summary", str(tmp_path / "runs"), "--json", str(tmp_path / "t.json")]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| dataset | prior | init | examples | epochs | split 0 | split 1 |")
     rows = json.loads((tmp_path / "t.json").read_text())
-    assert [(r["prior"], r["splits"]) for r in rows] == [("log-uniform", [0]), ("normal", [0, 1])]
+    assert [(r["prior"], r["splits"], r["setting"]) for r in rows] == [
+        ("log-uniform", [0], {"lr": 0.001}), ("normal", [0, 1], {"lr": 0.001}),
+        ("normal", [0], {"lr": 0.01})]  # fmt: skip
+    assert "| normal (lr 0.01) | xavier |" in table[4]
     normal = rows[1]
     accs = [json.loads((tmp_path / "runs" / f"normal-s{s}" / "result.json").read_text())["ens_acc"]
             for s in (0, 1)]  # fmt: skip
     assert normal["ens_acc"] == accs and normal["mean_acc"] == pytest.approx(sum(accs) / 2)
+    kls = [json.loads((tmp_path / "runs" / f"normal-s{s}" / "result.json").read_text())["kl"]
+           for s in (0, 1)]  # fmt: skip
+    assert normal["mean_kl"] == pytest.approx(sum(kls) / 2)  # closed form: the exact KL
+    assert table[0].endswith("| mean acc (± sd) | mean NLL | final KL | wall s / run |")
     assert f"{accs[0]:.3f} / " in table[3] and "| - |" in table[2]  # log-uniform has no split 1
     assert main(["bnn", "summary", str(tmp_path / "runs" / "unfinished")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+    shutil.copytree(other_lr, tmp_path / "runs" / "copy")  # a split counted twice is refused
+    assert main(["bnn", "summary", str(tmp_path / "runs")]) == 2
+    assert "split 0 of one setting was run twice" in capsys.readouterr().err
 
 
 def test_a_run_directory_has_one_writer(setup, tmp_path, capsys):

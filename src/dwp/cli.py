@@ -727,9 +727,11 @@ def bnn_train(
 
     def on_eval(rec: dict) -> None:
         last.update(rec)
+        exact = f" (exact {rec['kl_exact']:.4g})" if "kl_exact" in rec else ""
         logging.getLogger("dwp").info(
-            "epoch %d: ens acc %.4f (1 sample %.4f, means %.4f), nll %.4f, kl %.4g",
+            "epoch %d: ens acc %.4f (1 sample %.4f, means %.4f), nll %.4f, kl %.4g%s",
             rec["epoch"], rec["ens_acc"], rec["sample_acc"], rec["det_acc"], rec["nll"], rec["kl"],
+            exact,
         )  # fmt: skip
 
     try:

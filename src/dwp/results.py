@@ -13,6 +13,9 @@ from dwp.io import read_json
 __all__ = ["bnn_summary", "find_bnn_runs", "markdown_table"]
 
 _KEY = ("dataset", "prior", "init", "examples", "epochs", "dwp_kernel_batch")
+# Config fields that cannot change a run's result (or are the table's columns).
+_NOT_SETTINGS = {"split_seed", "eval_every", "format_version", *_KEY}
+_LABELS = {"prior_dirs": "priors", "kernel_dirs": "kernels"}
 
 
 def find_bnn_runs(paths: list[str | Path]) -> list[dict]:
@@ -29,26 +32,51 @@ def find_bnn_runs(paths: list[str | Path]) -> list[dict]:
     return sorted(runs, key=lambda x: x["run"])
 
 
+def _final_kl(run: dict) -> float | None:
+    """The run's KL at the end, as the exact mode estimates it (None for fast-mode runs that
+    predate the ``kl_exact`` record: their ``kl`` is the cached model's value)."""
+    result = run["result"]
+    if "kl_exact" in result:
+        return result["kl_exact"]
+    return None if run["config"].get("dwp_kernel_batch") else result.get("kl")
+
+
 def bnn_summary(runs: list[dict]) -> list[dict]:
     """One row per setting: the per-split accuracy and NLL, their means (and the accuracy's
-    standard deviation over splits), and the median wall time per run."""
+    standard deviation over splits), the mean final KL (exact estimate; None if a run lacks
+    it), and the median wall time per run."""
     groups = defaultdict(list)
     for r in runs:
         c = r["config"]
-        groups[tuple(c.get(k) for k in _KEY)].append(r)
+        other = tuple(sorted((k, _hashable(v)) for k, v in c.items() if k not in _NOT_SETTINGS))
+        groups[(tuple(c.get(k) for k in _KEY), other)].append(r)
+    # settings beyond the table's columns that differ between groups name their rows
+    varying = {k for k in {k for _, o in groups for k, _ in o}
+               if len({dict(o).get(k) for _, o in groups}) > 1}  # fmt: skip
     rows = []
-    for key, members in sorted(groups.items(), key=lambda kv: [str(x) for x in kv[0]]):
+    for (key, _), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         members.sort(key=lambda r: r["config"].get("split_seed", 0))
+        splits = [m["config"].get("split_seed") for m in members]
+        twice = sorted({s for s in splits if splits.count(s) > 1}, key=str)
+        if twice:
+            dup = [m["run"] for m in members if m["config"].get("split_seed") == twice[0]]
+            raise DWPError(
+                f"split {twice[0]} of one setting was run twice ({', '.join(dup)}); "
+                "summarise one of the runs"
+            )
         acc = [m["result"]["ens_acc"] for m in members]
         nll = [m["result"]["nll"] for m in members]
+        kls = [_final_kl(m) for m in members]
         rows.append({
             **dict(zip(_KEY, key, strict=True)),
-            "splits": [m["config"].get("split_seed") for m in members],
+            "setting": {k: v for k, v in members[0]["config"].items() if k in varying},
+            "splits": splits,
             "ens_acc": acc,
             "nll": nll,
             "mean_acc": statistics.fmean(acc),
             "std_acc": statistics.stdev(acc) if len(acc) > 1 else 0.0,
             "mean_nll": statistics.fmean(nll),
+            "mean_kl": None if None in kls else statistics.fmean(kls),
             "wall_s": statistics.median(m["result"]["wall_s"] for m in members),
         })  # fmt: skip
     return rows
@@ -58,17 +86,35 @@ def markdown_table(rows: list[dict]) -> str:
     """The summary as a Markdown table (accuracy / NLL per split, then the means)."""
     splits = sorted({s for r in rows for s in r["splits"]})
     head = ["dataset", "prior", "init", "examples", "epochs"] + [f"split {s}" for s in splits]
-    head += ["mean acc (± sd)", "mean NLL", "wall s / run"]
+    head += ["mean acc (± sd)", "mean NLL", "final KL", "wall s / run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         by_split = dict(zip(r["splits"], zip(r["ens_acc"], r["nll"], strict=True), strict=True))
         prior = r["prior"]
+        notes = [f"{_LABELS.get(k, k)} {_short(v)}" for k, v in sorted(r.get("setting", {}).items())
+                 if v not in (None, [])]  # fmt: skip
         if prior == "dwp" and r.get("dwp_kernel_batch"):
-            prior += f" (kernel batch {r['dwp_kernel_batch']})"
+            notes.append(f"kernel batch {r['dwp_kernel_batch']}")
+        if notes:
+            prior += f" ({', '.join(notes)})"
         cells = [r["dataset"], prior, r["init"], str(r["examples"]), str(r["epochs"])]
         cells += [f"{by_split[s][0]:.3f} / {by_split[s][1]:.3f}" if s in by_split else "-"
                   for s in splits]  # fmt: skip
-        cells += [f"{r['mean_acc']:.4f} ± {r['std_acc']:.3f}", f"{r['mean_nll']:.3f}",
+        kl = "-" if r.get("mean_kl") is None else f"{r['mean_kl']:.0f}"
+        cells += [f"{r['mean_acc']:.4f} ± {r['std_acc']:.3f}", f"{r['mean_nll']:.3f}", kl,
                   f"{r['wall_s']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _hashable(value):
+    return tuple(map(_hashable, value)) if isinstance(value, list) else value
+
+
+def _short(value) -> str:
+    """A setting's value for a table cell: paths by their last two parts."""
+    if isinstance(value, list):
+        return " ".join(_short(v) for v in value) if value else "-"
+    if isinstance(value, str) and "/" in value:
+        return "/".join(Path(value).parts[-2:])
+    return str(value)
