@@ -39,6 +39,11 @@ def test_render_is_deterministic(fonts):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
+    calls = []  # progress: every font as it loads, then the letters chunk by chunk
+    d = render_letters(60, seed=3, fonts=fonts[:4], chunk=25, progress=lambda *a: calls.append(a))
+    np.testing.assert_array_equal(d[0], a[0])
+    assert calls == [("fonts", i, 4) for i in (1, 2, 3, 4)] + [
+        ("letters", n, 60) for n in (25, 50, 60)]  # fmt: skip
 
 
 def test_render_shapes_balance_and_ink(fonts):

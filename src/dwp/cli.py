@@ -180,7 +180,22 @@ def data_render_letters(
 
     fonts = find_fonts(font_dir) if font_dir else find_fonts()
     typer.echo(f"rendering {train} + {test} letters from {len(fonts)} fonts ...", err=True)
-    info = export_letters(out, train, test, seed, fonts=fonts, cache=cache_dir())
+    bars: dict = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for b in bars.values():
+                b.close()
+            unit = "font" if stage.endswith("fonts") else "letter"
+            bars[stage] = _bar(total, stage, unit)
+        bars[stage].update(done - bars[stage].n)
+
+    try:
+        info = export_letters(out, train, test, seed, fonts=fonts, cache=cache_dir(),
+                              progress=progress)  # fmt: skip
+    finally:
+        for b in bars.values():
+            b.close()
     typer.echo(
         f"wrote {info['folder']}  ({info['n_train']} train / {info['n_test']} test letters, "
         f"{info['fonts']} fonts); read them with --dataset notmnist --data-root {out}"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 LETTERS = "ABCDEFGHIJ"
 _FORMAT_VERSION = 1
@@ -207,13 +210,15 @@ def render_letters(
     size: int = 28,
     jitter: JitterConfig | None = None,
     chunk: int = 512,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render ``n`` jittered letters.
 
     Labels are balanced (``n // 10`` or one more per letter) and shuffled; each image takes a font
     at random. Returns ``(images, labels, font_index)``: uint8 images of shape (n, 1, size, size)
     with white ink on black, int64 labels 0..9 for A..J, and the index into ``fonts`` of each
-    image's font.
+    image's font. ``progress(stage, done, total)`` is called as fonts load (stage ``"fonts"``)
+    and as letters are drawn (``"letters"``).
     """
     if not fonts:
         raise DWPError(
@@ -223,11 +228,13 @@ def render_letters(
     jitter = jitter or JitterConfig()
     big = size * _SUPERSAMPLE
     glyphs = []
-    for font in fonts:
+    for i, font in enumerate(fonts, 1):
         g = _glyph_set(font.path, big)
         if g is None:
             raise DWPError(f"font {font.path} cannot render the letters {LETTERS}")
         glyphs.append(g)
+        if progress is not None:
+            progress("fonts", i, len(fonts))
     bank = torch.from_numpy(np.stack(glyphs))  # (fonts, 10, big, big)
 
     gen = torch.Generator().manual_seed(seed)
@@ -250,6 +257,8 @@ def render_letters(
         grid = F.affine_grid(thetas[sl], list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out[sl] = F.avg_pool2d(x, _SUPERSAMPLE)
+        if progress is not None:
+            progress("letters", sl.stop, n)
     images = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).numpy()
     return images, labels.numpy().astype(np.int64), font_idx.numpy().astype(np.int64)
 
@@ -274,12 +283,15 @@ def load_letters(
     fonts: list[FontInfo] | None = None,
     cache: Path | None = None,
     size: int = 28,
+    progress: Progress | None = None,
 ) -> dict:
     """Rendered letters, from the cache when the same configuration was rendered before.
 
     Train and test images are drawn with independent streams derived from ``seed``; both use the
     same fonts. Returns a dict with ``train_images``, ``train_labels``, ``test_images``,
     ``test_labels`` (uint8 / int64 arrays), ``fonts`` (names) and ``cache_path``.
+    ``progress``: as for :func:`render_letters`, with stages ``train fonts``, ``train letters``,
+    ``test fonts``, ``test letters`` (not called on a cache hit).
     """
     fonts = find_fonts() if fonts is None else fonts
     if not fonts:
@@ -300,8 +312,12 @@ def load_letters(
     train_seed, test_seed = (
         int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2)
     )
-    tr_x, tr_y, _ = render_letters(n_train, train_seed, fonts, size)
-    te_x, te_y, _ = render_letters(n_test, test_seed, fonts, size)
+
+    def part(name: str) -> Progress | None:
+        return None if progress is None else lambda st, d, t: progress(f"{name} {st}", d, t)
+
+    tr_x, tr_y, _ = render_letters(n_train, train_seed, fonts, size, progress=part("train"))
+    te_x, te_y, _ = render_letters(n_test, test_seed, fonts, size, progress=part("test"))
     data = {
         "train_images": tr_x,
         "train_labels": tr_y,
@@ -323,8 +339,10 @@ def export_letters(
     seed: int = 0,
     fonts: list[FontInfo] | None = None,
     cache: Path | None = None,
+    progress: Progress | None = None,
 ) -> dict:
-    """Render letters (as :func:`load_letters` does) and write them in notMNIST's IDX layout.
+    """Render letters (as :func:`load_letters` does, ``progress`` included) and write them in
+    notMNIST's IDX layout.
 
     Writes ``out/notMNIST/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`` (each file atomically)
     and ``out/notMNIST/fonts.txt``, so that the ``notmnist`` dataset reads them with
@@ -336,7 +354,7 @@ def export_letters(
     if n_train < 10 or n_test < 10:
         raise DWPError(f"need at least 10 train and 10 test letters, got {n_train} / {n_test}")
     fonts = find_fonts() if fonts is None else fonts
-    data = load_letters(n_train, n_test, seed, fonts=fonts, cache=cache)
+    data = load_letters(n_train, n_test, seed, fonts=fonts, cache=cache, progress=progress)
     folder = Path(out) / "notMNIST"
     for prefix, part in (("train", "train"), ("t10k", "test")):
         arrays = {
