@@ -14,6 +14,7 @@ import typer
 from PIL import Image
 
 from dwp.cli import app, main
+from dwp.priors import load_kernel_sets
 
 from conftest import make_idx_set, write_reference
 
@@ -324,6 +325,24 @@ def test_prior_train_options(pipeline, tmp_path):
     assert meta["vae"]["scale"] == 1.0 and meta["training"]["min_steps"] == 3
     # 8 kernels, batch 128: one step per epoch, so 3 epochs for 3 steps
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    # --min-norm leaves small kernels out of training, its statistics, a rescale and filters
+    train = np.load(pipeline["kernels"] / "conv1" / "train.npy")
+    norms = np.linalg.norm(train.reshape(len(train), -1).astype(np.float64), axis=1)
+    cut = float(np.sort(norms)[len(norms) // 2])
+    kept = train[norms >= cut]
+    assert main(["prior", "train", "--kernels", conv1, "--out", str(tmp_path / "big"),
+                 "--epochs", "1", "--min-norm", str(cut)]) == 0  # fmt: skip
+    meta = json.loads((tmp_path / "big" / "prior.json").read_text())
+    assert meta["training"]["min_norm"] == cut and meta["training"]["n_train_kernels"] == len(kept)
+    median = float(np.median(np.linalg.norm(kept.reshape(len(kept), -1), axis=1)))
+    assert meta["kernel_stats"]["train"]["norm_quantiles"]["0.5"] == pytest.approx(median)
+    assert main(["prior", "rescale", str(tmp_path / "big"), "--out", str(tmp_path / "big2"),
+                 "--median-norm", "2"]) == 0  # fmt: skip
+    (filters,) = load_kernel_sets(["conv1"], prior_dirs=[str(tmp_path / "big2")]).values()
+    np.testing.assert_allclose(filters, kept * np.float32(2 / median), rtol=1e-5)
+    assert main(["prior", "train", "--kernels", conv1, "--out", str(tmp_path / "none"),
+                 "--min-norm", str(norms.max() * 2)]) == 2  # fmt: skip
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_defaults_match_the_library():

@@ -243,6 +243,21 @@ def test_evaluate_prior_iw_key():
     assert np.isfinite(res["elbo_per_kernel"])
 
 
+def test_zero_kernel_elbo_is_the_elbo_of_zero_kernels():
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(5))
+    kernels = torch.randn(30, 1, 5, 5) * 2  # far from zero: a lower ELBO
+    res = evaluate_prior(vae, kernels, samples=20, seed=1)
+    zeros = evaluate_prior(vae, torch.zeros(256, 1, 5, 5), samples=20, seed=2)
+    assert res["zero_kernel_elbo"] == pytest.approx(zeros["elbo_per_kernel"], abs=0.5)
+    assert res["zero_kernel_elbo"] != pytest.approx(res["elbo_per_kernel"], abs=0.5)
+
+
+def test_min_norm_is_validated():
+    with pytest.raises(DWPError, match="min_norm must be a number >= 0"):
+        PriorTrainConfig(min_norm=-1.0)
+
+
 def test_min_steps_extends_small_sets_only():
     cfg = PriorTrainConfig(epochs=300, batch_size=128, min_steps=20000)
     assert cfg.epochs_for(1769) == 1429  # 14 steps per epoch

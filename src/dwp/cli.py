@@ -452,6 +452,15 @@ def prior_train(
             "last epoch's, all kernels used for training).",
         ),
     ] = 0.0,
+    min_norm: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Leave out train and test kernels whose L2 norm is below this (0: none). Many "
+            "small kernels make the prior's density peak at zero, and Bayesian layers under "
+            "it shrink their kernels (`dwp prior eval` shows zero_kernel_elbo).",
+        ),
+    ] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate (decays linearly to 0).")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and z draws.")] = 0,
@@ -463,7 +472,8 @@ def prior_train(
     from dwp.train.prior import PriorTrainConfig, fit_prior
 
     cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           min_steps=min_steps, val_fraction=val_fraction)  # fmt: skip
+                           min_steps=min_steps, val_fraction=val_fraction,
+                           min_norm=min_norm)  # fmt: skip
     dev = resolve_device(device)
     bar = _bar(None, f"prior {kernels.name}", unit="epoch")
 
@@ -483,6 +493,8 @@ def prior_train(
     if "test" in m:
         msg += f", test ELBO {m['test']['elbo_per_kernel']:.2f}"
     msg += f" nats/kernel; {t['epochs_run']} epochs in {t['seconds']:.0f}s"
+    if t["min_norm"]:
+        msg += f"; {t['n_train_kernels']} training kernels of norm >= {t['min_norm']:g}"
     if t["best_epoch"] is not None:
         msg += f" (weights of epoch {t['best_epoch']}, best on held-out kernels)"
     typer.echo(msg)

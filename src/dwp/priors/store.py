@@ -250,8 +250,9 @@ def rescale_prior(
     return vae.eval(), info
 
 
-def _trained_on(prior_dir: str | Path) -> tuple[str, float] | None:
-    """The training-kernel directory a prior records, and the factor it was rescaled by."""
+def _trained_on(prior_dir: str | Path) -> tuple[str, float, float] | None:
+    """The training-kernel directory a prior records, the factor it was rescaled by and the
+    norm below which its training left kernels out."""
     try:
         meta = json.loads((Path(prior_dir) / "prior.json").read_text())
     except (OSError, ValueError):
@@ -259,7 +260,8 @@ def _trained_on(prior_dir: str | Path) -> tuple[str, float] | None:
     stored = meta.get("training", {}).get("kernels")
     if not stored or not (Path(stored) / "train.npy").is_file():
         return None
-    return stored, float(meta.get("rescaled", {}).get("factor", 1.0))
+    min_norm = float(meta["training"].get("min_norm", 0.0))
+    return stored, float(meta.get("rescaled", {}).get("factor", 1.0)), min_norm
 
 
 def check_per_layer(dirs, names: list[str], what: str) -> None:
@@ -278,11 +280,12 @@ def load_kernel_sets(
 ) -> dict[str, np.ndarray]:
     """Kernel sets (N, 1, k, k) for the ``filters`` init, one per conv layer name, in order:
     ``kernel_dirs`` (layer directories or ``.npy`` files) as given, else the training kernels
-    each prior directory records (scaled like the prior, if it was rescaled)."""
+    each prior directory records (those its training kept, scaled like the prior if it was
+    rescaled)."""
     check_per_layer(kernel_dirs or prior_dirs, names,
                     "kernel sets" if kernel_dirs else "prior directories")  # fmt: skip
     if kernel_dirs:
-        sources = [(d, 1.0) for d in kernel_dirs]
+        sources = [(d, 1.0, 0.0) for d in kernel_dirs]
     else:
         sources = [_trained_on(d) for d in prior_dirs]
         for n, stored in zip(names, sources, strict=True):
@@ -292,8 +295,10 @@ def load_kernel_sets(
                     "prior?); give --kernel-dirs"
                 )
     sets = {}
-    for n, (d, factor) in zip(names, sources, strict=True):
+    for n, (d, factor, min_norm) in zip(names, sources, strict=True):
         path = Path(d)
         kernels = load_kernel_file(path / "train.npy" if path.is_dir() else path)
+        if min_norm > 0:
+            kernels = kernels[kernel_norms(kernels) >= min_norm]
         sets[n] = kernels * np.float32(factor) if factor != 1.0 else kernels
     return sets

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from dwp.errors import DWPError
-from dwp.kernels import load_kernel_file
+from dwp.kernels import kernel_norms, load_kernel_file
 from dwp.priors.store import kernel_summary, save_prior
 from dwp.priors.vae import KernelVAE, default_vae_config
 
@@ -45,6 +45,10 @@ class PriorTrainConfig:
     least this many optimisation steps (see :meth:`epochs_for`); 0 keeps exactly ``epochs``.
     ``val_fraction``: share of the training kernels held out to choose the best epoch (0: keep
     the last epoch's weights and train on all kernels, as the paper did).
+    ``min_norm``: leave out train and test kernels whose L2 norm is below it (0: none). Why: a
+    kernel set with many small kernels gives a VAE whose density peaks at the zero kernel, and a
+    mean-field Bayesian layer under that prior (the KL is mode-seeking) shrinks its kernels
+    towards zero; ``evaluate_prior``'s ``zero_kernel_elbo`` shows it.
     """
 
     epochs: int = 300
@@ -53,8 +57,11 @@ class PriorTrainConfig:
     seed: int = 0
     min_steps: int = 0
     val_fraction: float = 0.0
+    min_norm: float = 0.0
 
     def __post_init__(self):
+        if not (self.min_norm >= 0 and math.isfinite(self.min_norm)):
+            raise DWPError(f"min_norm must be a number >= 0, got {self.min_norm}")
         if not 0 <= self.val_fraction < 1:
             raise DWPError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.min_steps < 0:
@@ -82,7 +89,12 @@ def evaluate_prior(
     chunk: int = 4096,
 ) -> dict:
     """Mean per-kernel ELBO (``samples`` draws of z per kernel) and, if ``iw_samples`` > 0, the
-    mean importance-weighted log-likelihood, in nats per kernel. Runs on the VAE's device."""
+    mean importance-weighted log-likelihood, in nats per kernel. Runs on the VAE's device.
+
+    Also ``zero_kernel_elbo``: the ELBO of the all-zero kernel (mean of 256 draws). Far above
+    the kernels' mean, it says the prior's density peaks at zero: under such a prior the
+    mode-seeking KL of a mean-field Bayesian layer shrinks the layer's kernels towards zero
+    (``PriorTrainConfig.min_norm`` keeps small kernels out of training)."""
     device = next(vae.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     was_training = vae.training
@@ -93,9 +105,11 @@ def evaluate_prior(
         elbo_sum += float(vae.elbo(w, gen, samples).double().sum())
         if iw_samples:
             iw_sum += float(vae.iw_log_likelihood(w, iw_samples, gen).double().sum())
+    zero = torch.zeros(256, *kernels.shape[1:], device=device, dtype=kernels.dtype)
+    zero_elbo = float(vae.elbo(zero, gen, samples).double().mean())
     vae.train(was_training)
     out = {"elbo_per_kernel": elbo_sum / len(kernels), "n_kernels": len(kernels),
-           "elbo_samples": samples}  # fmt: skip
+           "elbo_samples": samples, "zero_kernel_elbo": zero_elbo}  # fmt: skip
     if iw_samples:
         out["iw_log_likelihood_per_kernel"] = iw_sum / len(kernels)
         out["iw_samples"] = iw_samples
@@ -196,7 +210,7 @@ def fit_prior(
     ``prior.json`` (whose ``metrics`` hold train and test ELBO per kernel, 10 draws of z each).
     """
     kernels_dir, out = Path(kernels_dir), Path(out)
-    train_k, test_k = load_kernel_dir(kernels_dir)
+    train_k, test_k = load_kernel_dir(kernels_dir, config.min_norm)
     train = torch.from_numpy(train_k)
     test = torch.from_numpy(test_k) if test_k is not None else None
     scale = kernel_rms(train) if standardize else 1.0
@@ -224,6 +238,8 @@ def fit_prior(
         "best_epoch": next((r["epoch"] for r in history if r.get("best")), None),
         "epochs_run": len(history),
         "kernels": str(kernels_dir.resolve()),
+        "n_train_kernels": len(train_k),
+        "n_test_kernels": 0 if test_k is None else len(test_k),
         "seconds": history[-1]["seconds"],
         "device": str(device),
     }
@@ -233,9 +249,12 @@ def fit_prior(
     return vae, {"vae": vae.config.to_dict(), "training": training, "metrics": metrics}
 
 
-def load_kernel_dir(kernels_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def load_kernel_dir(
+    kernels_dir: Path, min_norm: float = 0.0
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``train.npy`` (required) and ``test.npy`` (optional, same kernel size) of a layer
-    directory written by ``dwp kernels extract``."""
+    directory written by ``dwp kernels extract``, without the kernels whose L2 norm is below
+    ``min_norm``."""
     train_path, test_path = kernels_dir / "train.npy", kernels_dir / "test.npy"
     if not train_path.is_file():
         raise DWPError(
@@ -244,4 +263,14 @@ def load_kernel_dir(kernels_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
         )
     train = load_kernel_file(train_path)
     test = load_kernel_file(test_path, train.shape[-1]) if test_path.is_file() else None
+    if min_norm > 0:
+        train = train[kernel_norms(train) >= min_norm]
+        if len(train) < 2:
+            raise DWPError(
+                f"{train_path}: fewer than 2 kernels have an L2 norm of at least {min_norm:g}; "
+                "lower --min-norm"
+            )
+        if test is not None:
+            test = test[kernel_norms(test) >= min_norm]
+            test = test if len(test) else None
     return train, test
