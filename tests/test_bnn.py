@@ -268,6 +268,16 @@ def test_bnn_summary(setup, tmp_path, capsys):
     shutil.copytree(other_lr, tmp_path / "runs" / "copy")  # a split counted twice is refused
     assert main(["bnn", "summary", str(tmp_path / "runs")]) == 2
     assert "split 0 of one setting was run twice" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "runs" / "copy")
+    # a run of an older format (no "arch" field) with the same settings joins its row
+    old = tmp_path / "runs" / "old-format"
+    shutil.copytree(tmp_path / "runs" / "normal-s1", old)
+    config = json.loads((old / "config.json").read_text())
+    del config["arch"]
+    (old / "config.json").write_text(json.dumps({**config, "split_seed": 2}))
+    assert main(["bnn", "summary", str(tmp_path / "runs"), "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["splits"] for r in rows if r["prior"] == "normal"] == [[0, 1, 2], [0]]
 
 
 def test_a_run_directory_has_one_writer(setup, tmp_path, capsys):

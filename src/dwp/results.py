@@ -48,7 +48,8 @@ def bnn_summary(runs: list[dict]) -> list[dict]:
     groups = defaultdict(list)
     for r in runs:
         c = r["config"]
-        other = tuple(sorted((k, _hashable(v)) for k, v in c.items() if k not in _NOT_SETTINGS))
+        other = tuple(sorted((k, _hashable(v)) for k, v in _settings(c).items()
+                             if k not in _NOT_SETTINGS))  # fmt: skip
         groups[(tuple(c.get(k) for k in _KEY), other)].append(r)
     # settings beyond the table's columns that differ between groups name their rows
     varying = {k for k in {k for _, o in groups for k, _ in o}
@@ -69,7 +70,7 @@ def bnn_summary(runs: list[dict]) -> list[dict]:
         kls = [_final_kl(m) for m in members]
         rows.append({
             **dict(zip(_KEY, key, strict=True)),
-            "setting": {k: v for k, v in members[0]["config"].items() if k in varying},
+            "setting": {k: v for k, v in _settings(members[0]["config"]).items() if k in varying},
             "splits": splits,
             "ens_acc": acc,
             "nll": nll,
@@ -105,6 +106,25 @@ def markdown_table(rows: list[dict]) -> str:
                   f"{r['wall_s']:.0f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _settings(config: dict) -> dict:
+    """A run's config with what older formats left implicit made explicit: fields they lack
+    take today's defaults, and widths equal to the network family's default read as None."""
+    from dataclasses import MISSING, fields
+
+    from dwp.nn.nets import default_hidden
+    from dwp.train.bnn import BNNConfig
+
+    out = {f.name: f.default for f in fields(BNNConfig) if f.default is not MISSING}
+    out.update(config)
+    arch = out.get("arch", "auto")
+    if arch == "auto":  # the 3x32x32 datasets get CIFARNet
+        arch = "cifarnet" if str(out.get("dataset", "")).startswith("cifar") else "fconv"
+    hidden = out.get("hidden")
+    if hidden is not None and tuple(hidden) == tuple(default_hidden(arch, "target")):
+        out["hidden"] = None
+    return out
 
 
 def _hashable(value):
