@@ -37,7 +37,7 @@ def _final_kl(run: dict) -> float | None:
     predate the ``kl_exact`` record: their ``kl`` is the cached model's value)."""
     result = run["result"]
     if "kl_exact" in result:
-        return result["kl_exact"]
+        return result["kl_exact"]  # None where it could not be measured
     return None if run["config"].get("dwp_kernel_batch") else result.get("kl")
 
 
