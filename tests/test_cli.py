@@ -258,6 +258,7 @@ def test_prior_eval(pipeline, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["n_kernels"] == 4 and np.isfinite(res["elbo_per_kernel"])
     assert res["iw_log_likelihood_per_kernel"] > res["elbo_per_kernel"] - 5
+    assert np.isfinite(res["zero_kernel_elbo"])
     div = res["diversity"]
     assert div["kernels"]["n_kernels"] == 4 and div["samples"]["n_kernels"] == 2048
     assert 1 <= div["samples"]["effective_rank"] <= 49
@@ -333,7 +334,9 @@ def test_prior_train_options(pipeline, tmp_path):
     assert main(["prior", "train", "--kernels", conv1, "--out", str(tmp_path / "big"),
                  "--epochs", "1", "--min-norm", str(cut)]) == 0  # fmt: skip
     meta = json.loads((tmp_path / "big" / "prior.json").read_text())
-    assert meta["training"]["min_norm"] == cut and meta["training"]["n_train_kernels"] == len(kept)
+    assert meta["training"]["min_norm"] == cut and meta["kernel_stats"]["train"]["count"] == len(
+        kept
+    )
     median = float(np.median(np.linalg.norm(kept.reshape(len(kept), -1), axis=1)))
     assert meta["kernel_stats"]["train"]["norm_quantiles"]["0.5"] == pytest.approx(median)
     assert main(["prior", "rescale", str(tmp_path / "big"), "--out", str(tmp_path / "big2"),

@@ -494,7 +494,8 @@ def prior_train(
         msg += f", test ELBO {m['test']['elbo_per_kernel']:.2f}"
     msg += f" nats/kernel; {t['epochs_run']} epochs in {t['seconds']:.0f}s"
     if t["min_norm"]:
-        msg += f"; {t['n_train_kernels']} training kernels of norm >= {t['min_norm']:g}"
+        kept = info["kernel_stats"]["train"]["count"]
+        msg += f"; {kept} training kernels of norm >= {t['min_norm']:g}"
     if t["best_epoch"] is not None:
         msg += f" (weights of epoch {t['best_epoch']}, best on held-out kernels)"
     typer.echo(msg)
@@ -512,8 +513,10 @@ def prior_eval(
     device: DeviceOpt = "auto",
 ) -> None:
     """Print JSON with the ELBO per kernel (elbo_per_kernel) and an importance-weighted
-    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats; and the shape diversity
-    (effective rank, mean |cos|) of the kernels and of 2048 prior samples (decoder means)."""
+    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats; the ELBO of the zero
+    kernel (zero_kernel_elbo: far above elbo_per_kernel, the prior's density peaks at zero and
+    Bayesian layers under it shrink their kernels); and the shape diversity (effective rank,
+    mean |cos|) of the kernels and of 2048 prior samples (decoder means)."""
     import json
 
     import torch
@@ -521,12 +524,13 @@ def prior_eval(
     from dwp.device import resolve_device
     from dwp.kernels import kernel_diversity, load_kernel_file
     from dwp.priors import load_prior, sample_diversity
-    from dwp.train.prior import evaluate_prior
+    from dwp.train.prior import evaluate_prior, zero_kernel_elbo
 
     dev = resolve_device(device)
     vae, _ = load_prior(prior, map_location=dev)
     w = torch.from_numpy(load_kernel_file(kernels, vae.kernel_size))
     result = evaluate_prior(vae, w, samples=samples, iw_samples=iw_samples, seed=seed)
+    result["zero_kernel_elbo"] = zero_kernel_elbo(vae, samples=samples, seed=seed)
     result["diversity"] = {"kernels": kernel_diversity(w.numpy(), seed=seed),
                            "samples": sample_diversity(vae, seed=seed)}  # fmt: skip
     result.update({"kernel_size": vae.kernel_size, "prior": str(prior), "kernels": str(kernels)})

@@ -89,12 +89,7 @@ def evaluate_prior(
     chunk: int = 4096,
 ) -> dict:
     """Mean per-kernel ELBO (``samples`` draws of z per kernel) and, if ``iw_samples`` > 0, the
-    mean importance-weighted log-likelihood, in nats per kernel. Runs on the VAE's device.
-
-    Also ``zero_kernel_elbo``: the ELBO of the all-zero kernel (mean of 256 draws). Far above
-    the kernels' mean, it says the prior's density peaks at zero: under such a prior the
-    mode-seeking KL of a mean-field Bayesian layer shrinks the layer's kernels towards zero
-    (``PriorTrainConfig.min_norm`` keeps small kernels out of training)."""
+    mean importance-weighted log-likelihood, in nats per kernel. Runs on the VAE's device."""
     device = next(vae.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     was_training = vae.training
@@ -105,15 +100,30 @@ def evaluate_prior(
         elbo_sum += float(vae.elbo(w, gen, samples).double().sum())
         if iw_samples:
             iw_sum += float(vae.iw_log_likelihood(w, iw_samples, gen).double().sum())
-    zero = torch.zeros(256, *kernels.shape[1:], device=device, dtype=kernels.dtype)
-    zero_elbo = float(vae.elbo(zero, gen, samples).double().mean())
     vae.train(was_training)
     out = {"elbo_per_kernel": elbo_sum / len(kernels), "n_kernels": len(kernels),
-           "elbo_samples": samples, "zero_kernel_elbo": zero_elbo}  # fmt: skip
+           "elbo_samples": samples}  # fmt: skip
     if iw_samples:
         out["iw_log_likelihood_per_kernel"] = iw_sum / len(kernels)
         out["iw_samples"] = iw_samples
     return out
+
+
+@torch.no_grad()
+def zero_kernel_elbo(vae: KernelVAE, samples: int = 1, seed: int = 0, draws: int = 256) -> float:
+    """The ELBO of the all-zero kernel (mean over ``draws`` copies, ``samples`` draws of z
+    each), in nats. Far above the kernels' ``elbo_per_kernel``, it says the prior's density
+    peaks at zero: under such a prior the mode-seeking KL of a mean-field Bayesian layer shrinks
+    the layer's kernels towards zero (``PriorTrainConfig.min_norm`` keeps small kernels out of
+    training)."""
+    p = next(vae.parameters())
+    gen = torch.Generator(device=p.device).manual_seed(seed)
+    was_training = vae.training
+    vae.eval()
+    zero = torch.zeros(draws, 1, vae.kernel_size, vae.kernel_size, device=p.device, dtype=p.dtype)
+    value = float(vae.elbo(zero, gen, samples).double().mean())
+    vae.train(was_training)
+    return value
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +217,8 @@ def fit_prior(
 
     ``z_dim`` / ``hidden`` default to the paper's for the kernel size; with ``standardize`` the
     VAE's ``scale`` is the training kernels' RMS. Returns the VAE and the metadata written to
-    ``prior.json`` (whose ``metrics`` hold train and test ELBO per kernel, 10 draws of z each).
+    ``prior.json`` (whose ``metrics`` hold train and test ELBO per kernel, 10 draws of z each,
+    and ``kernel_stats`` the count and statistics of the kernels it was fitted to).
     """
     kernels_dir, out = Path(kernels_dir), Path(out)
     train_k, test_k = load_kernel_dir(kernels_dir, config.min_norm)
@@ -238,15 +249,14 @@ def fit_prior(
         "best_epoch": next((r["epoch"] for r in history if r.get("best")), None),
         "epochs_run": len(history),
         "kernels": str(kernels_dir.resolve()),
-        "n_train_kernels": len(train_k),
-        "n_test_kernels": 0 if test_k is None else len(test_k),
         "seconds": history[-1]["seconds"],
         "device": str(device),
     }
     stats = {"train": kernel_summary(train_k),
              "test": kernel_summary(test_k) if test_k is not None else None}  # fmt: skip
     save_prior(vae, out, training=training, kernel_stats=stats, metrics=metrics)
-    return vae, {"vae": vae.config.to_dict(), "training": training, "metrics": metrics}
+    return vae, {"vae": vae.config.to_dict(), "training": training, "metrics": metrics,
+                 "kernel_stats": stats}  # fmt: skip
 
 
 def load_kernel_dir(
