@@ -7,7 +7,7 @@ DWP := $(VENV)/bin/dwp
 STAMP := $(VENV)/.dwp-installed
 OUT ?= results/quick
 
-.PHONY: quick test lint format setup clean
+.PHONY: quick test lint format docs setup clean
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	VENV=$(VENV) bash scripts/bootstrap.sh
@@ -26,13 +26,19 @@ quick: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The documentation site: the CLI reference regenerated from the command, then mkdocs (strict:
+# a broken link or a missing API reference fails) into site/.
+docs: $(STAMP)
+	$(PY) scripts/cli_reference.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format src tests benchmarks
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache
+	rm -rf $(VENV) results site .pytest_cache .ruff_cache

@@ -78,7 +78,7 @@ def main() -> None:
         r = train_bnn(cfg, args.full_run)
         print(
             f"complete DWP run with the defaults ({cfg.epochs} epochs, kernel batch "
-            f"{cfg.dwp_kernel_batch}, {cfg.evals_every}-epoch evaluations), split 0: "
+            f"{cfg.dwp_kernel_batch}, {cfg.epochs_between_evals}-epoch evaluations), split 0: "
             f"{time.perf_counter() - t:.0f} s wall, ensemble accuracy {r['ens_acc']:.4f}"
         )
 

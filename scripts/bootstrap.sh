@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project's virtual environment and install dwp with its dev tools and
-# Ray (DWP_EXTRAS=dev for a lighter environment without Ray).
+# Create (or refresh) the project's virtual environment and install dwp with its dev tools, the
+# docs tools and Ray (DWP_EXTRAS=dev for a lighter environment).
 #
 # PyTorch: where a CPU build of torch lies on local disk (pip's find-links, as on the project's
 # build machines), it is installed from there first, which takes seconds; everywhere else pip
@@ -25,6 +25,6 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
         echo "bootstrap: no local torch wheel; torch comes from the package index"
     fi
 fi
-# the extras: dev tools, and Ray for `--executor ray` (its tests run in `make test`)
-"${PIP[@]}" install -e ".[${DWP_EXTRAS:-dev,ray}]"
+# the extras: dev tools, the docs site's, and Ray for `--executor ray` (its tests run in `make test`)
+"${PIP[@]}" install -e ".[${DWP_EXTRAS:-dev,docs,ray}]"
 echo "bootstrap: ready ($("$VENV/bin/dwp" --version))"

@@ -145,8 +145,13 @@ def test_log_uniform_kl_formula():
     c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
     expected = (-0.5 * alpha.log() - c1 * alpha - c2 * alpha**2 - c3 * alpha**3).sum()
     torch.testing.assert_close(LogUniformPrior().kl(layer), expected)
-    # the KL falls as alpha grows towards 1 (more noise is cheaper under the log-uniform prior)
-    vals = [float(-0.5 * math.log(x) - c1 * x - c2 * x**2 - c3 * x**3) for x in (0.01, 0.1, 0.5)]
+    # the library's KL falls as alpha grows towards 1 (more noise is cheaper under this prior)
+    vals = []
+    for x in (0.01, 0.1, 0.5):
+        one = LogUniformLinear(1, 1, dtype=torch.float64)
+        with torch.no_grad():
+            one.alpha_logit.fill_(math.log(x / (1 - x)))
+        vals.append(float(LogUniformPrior().kl(one).detach()))
     assert vals == sorted(vals, reverse=True)
     with pytest.raises(DWPError, match="log-uniform posterior"):
         LogUniformPrior().kl(BayesConv2d(1, 1, 3))
@@ -366,7 +371,18 @@ def test_prior_state_dict_round_trip_and_device_move():
     for p in (prior, other):
         p.generator = torch.Generator().manual_seed(0)
     torch.testing.assert_close(prior.kl(layer), other.kl(layer))
-    assert prior.to("cpu") is prior
+    # .to() moves the VAE with the prior: a float64 copy scores a float64 layer the same
+    wide = DeepWeightPrior(KernelVAE(default_vae_config(7)))
+    wide.load_state_dict(prior.state_dict())
+    wide.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in wide.parameters())
+    layer64 = BayesConv2d(1, 3, 7, dtype=torch.float64)
+    with torch.no_grad():
+        for p64, p32 in zip(layer64.parameters(), layer.parameters(), strict=True):
+            p64.copy_(p32)
+    for p in (prior, wide):
+        p.generator = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(wide.kl(layer64).float(), prior.kl(layer), rtol=1e-4, atol=1e-3)
 
 
 def test_dwp_from_dir(tmp_path):

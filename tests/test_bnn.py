@@ -56,6 +56,10 @@ def test_bnn_train(setup, tmp_path, capsys):
     assert main(args) == 0
     assert "not re-running" in capsys.readouterr().err
     assert (out / "result.json").stat().st_mtime_ns == stamp
+    # a finished run of another config is refused before anything claims it is finished
+    assert main([*args, "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run with another config (lr" in err and "not re-running" not in err
     # the saved model is the run's model: its layers carry the DWP prior
     model, cfg = load_bnn(out)
     assert isinstance(model.conv1, BayesConv2d) and isinstance(model.conv1.prior, DeepWeightPrior)
@@ -298,3 +302,31 @@ def test_a_run_directory_has_one_writer(setup, tmp_path, capsys):
     lock.write_text(f"{socket.gethostname()} {dead.stdout.strip()}\n")
     assert main(_args(setup, out)) == 0
     assert (out / "result.json").is_file() and not lock.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--prior", "log-uniform", "--normal-std", "2"], "--normal-std applies to --prior normal"),
+        (["--prior", "normal", "--dwp-kernel-batch", "64"], "apply to the DWP prior only"),
+        (["--prior", "normal", "--exact"], "apply to the DWP prior only"),
+        (["--prior", "normal", "--train-encoder"], "--train-encoder applies to --prior dwp"),
+    ],
+)
+def test_bnn_train_refuses_options_its_prior_does_not_use(setup, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(_args(setup, out, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bnn_config_says_when_it_ignores_a_value(caplog):
+    with caplog.at_level("WARNING", logger="dwp.config"):
+        config = BNNConfig(prior="log-uniform", normal_std=3.0, dwp_kernel_batch=64)
+    assert config.normal_std == 1.0 and config.dwp_kernel_batch is None  # the stored config
+    text = caplog.text
+    assert "normal_std = 3.0 is ignored" in text and "dwp_kernel_batch = 64 is ignored" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dwp.config"):
+        BNNConfig(prior="normal")  # defaults: nothing to say
+    assert caplog.text == ""

@@ -139,3 +139,20 @@ def test_reproduce_cifar100_to_cifar10(tmp_path, capsys):
     assert "28x28 grey images" in stages["vae-convergence"]["skipped"]
     report = (out / "report.md").read_text()
     assert "CIFARNet 4/8/8" in report and "prior-conv4.png" in report
+
+
+def test_the_family_of_a_dataset_comes_from_its_image_shape_not_its_name(monkeypatch):
+    from dataclasses import replace
+
+    from dwp.data import DATASETS, dataset_arch
+    from dwp.nn import describe_net
+    from dwp.results import _settings
+
+    # a 3x32x32 dataset whose name does not start with "cifar" (an SVHN-like set)
+    monkeypatch.setitem(DATASETS, "colour32", replace(DATASETS["cifar10"], name="colour32"))
+    assert dataset_arch("colour32") == "cifarnet" and dataset_arch("mnist5k") == "fconv"
+    assert dataset_arch("colour32", "fconv") == "fconv"  # an explicit family wins
+    assert describe_net("auto", None, "target", "colour32") == "CIFARNet 128/256/256"
+    # a run at the family's default widths reads as "default widths" in the summary
+    assert _settings({"dataset": "colour32", "hidden": [128, 256, 256]})["hidden"] is None
+    assert _settings({"dataset": "mnist5k", "hidden": [128, 256, 256]})["hidden"] == [128, 256, 256]

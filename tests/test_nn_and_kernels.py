@@ -14,8 +14,7 @@ from dwp.kernels import (
     kernel_slices,
     validate_kernels,
 )
-from dwp.nn import FConv, conv_layers
-from dwp.train.source import l2_penalty
+from dwp.nn import FConv, conv_layers, l2_penalty
 
 
 def test_fconv_matches_design():

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -252,12 +253,19 @@ def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
          for c in ("conv1", "conv2")]  # fmt: skip
     assert z == [2, 3]
     assert "x " in report.split("## Kernel priors")[1].split("\n\n")[1]  # the scale column
+    # a custom preset is resumed from its copy in the output directory, not by name
+    hint = f"dwp reproduce --preset-file {out / 'preset.json'} --out {out}"
+    assert hint in report and "--preset tiny" not in report
+    assert json.loads((out / "preset.json").read_text())["name"] == "tiny"
     stages = json.loads((out / "stages.json").read_text())
     assert list(stages) == ["source", "kernels", "priors", "classification", "convergence",
                             "vae-convergence", "features"]  # fmt: skip
     assert all(s["done"] and s["seconds"] >= 0 for s in stages.values())
     # a re-run skips every finished stage and rebuilds the report
     assert main(args) == 0
+    assert capsys.readouterr().out.count("done earlier, skipped") == 7
+    # the hint's command resumes the run
+    assert main([*hint.split()[1:], "--data-root", tiny_priors["data"], "--device", "cpu"]) == 0
     assert capsys.readouterr().out.count("done earlier, skipped") == 7
     # `dwp report` rebuilds it from the results alone
     (out / "report.md").unlink()
@@ -287,26 +295,56 @@ def test_reproduce_errors(tmp_path, capsys):
 
 
 def test_builtin_presets_make_valid_stage_configs():
-    from dwp.experiments import ClassificationConfig, ConvergenceConfig, FeaturesConfig
-    from dwp.kernels import KernelConfig
-    from dwp.reproduce import PRESETS
-    from dwp.train.prior import PriorTrainConfig
-    from dwp.train.source import SourceConfig
+    from dwp.config import PRESETS, PresetName, stage_configs
 
+    assert [p.value for p in PresetName] == list(PRESETS)
     for preset in PRESETS.values():
-        SourceConfig(dataset=preset.source_dataset, **preset.source_args)
-        KernelConfig(**preset.kernel_args)
-        for args in preset.prior_args.values():
-            vae_keys = ("median_norm", "z_dim", "hidden")
-            PriorTrainConfig(**{k: v for k, v in args.items() if k not in vae_keys})
-        dirs = ("p1", "p2")
-        ClassificationConfig(dataset=preset.target_dataset, prior_dirs=dirs,
-                             **preset.classification_args)  # fmt: skip
-        ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=dirs,
-                          **preset.convergence_args)  # fmt: skip
-        ConvergenceConfig(dataset=preset.target_dataset, prior_dirs=dirs, model="vae",
-                          **preset.vae_convergence_args)  # fmt: skip
-        FeaturesConfig(dataset=preset.target_dataset, prior_dirs=dirs, **preset.features_args)
+        configs = stage_configs(preset)
+        assert set(configs["priors"]) == set(preset.prior_args)
+
+
+@pytest.mark.parametrize(
+    ("field", "args", "message"),
+    [
+        ("classification_args", {"epochss": 3}, "classification_args has an unknown key 'epochss'"),
+        ("features_args", {"dataset": "mnist"}, "features_args sets 'dataset', which the preset"),
+        ("convergence_args", {"steps": "many"}, "preset tiny: convergence_args: "),
+        ("prior_args", {"conv1": {"epoch": 3}}, "prior_args.conv1 has an unknown key 'epoch'"),
+        ("prior_args", {"conv9": {"epochs": 3}}, "prior_args names conv9, but the fconv net"),
+        ("kernel_args", {"layers": ["conv1"]}, "kernel_args.layers must include every conv layer"),
+    ],
+)
+def test_a_preset_is_checked_whole_before_the_first_stage(
+    tiny_priors, tmp_path, capsys, field, args, message
+):
+    preset = json.loads(_tiny_preset(tmp_path).read_text())
+    preset[field] = args
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(preset))
+    out = tmp_path / "out"
+    argv = ["reproduce", "--preset-file", str(path), "--out", str(out), "--data-root",
+            tiny_priors["data"], "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # no stage ran
+
+
+def test_reproduce_writes_under_dwp_path_without_out(tiny_priors, tmp_path, monkeypatch):
+    from dwp.cli.reproduce import default_out
+
+    monkeypatch.delenv("DWP_PATH", raising=False)
+    assert default_out() == Path("results/reproduce")
+    monkeypatch.setenv("DWP_PATH", str(tmp_path / "runs"))
+    assert default_out() == tmp_path / "runs" / "reproduce"
+    preset = json.loads(_tiny_preset(tmp_path).read_text())
+    preset["source_args"]["nets"] = 1  # too few nets for a test part: the kernel stage fails
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(preset))
+    argv = ["reproduce", "--preset-file", str(path), "--data-root", tiny_priors["data"],
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    assert (tmp_path / "runs" / "reproduce" / "config.json").is_file()
 
 
 def test_shipped_kernel_sets_resolve_by_name(tmp_path):

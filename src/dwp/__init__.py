@@ -1,14 +1,17 @@
 """dwp: the Deep Weight Prior (Atanov et al., ICLR 2019) as a library.
 
-Module map (see DEVELOPING.md for more):
+Module map (docs/contributing.md has the whole table):
 
+- ``dwp.config``: every config dataclass, choice and preset (torch-free).
 - ``dwp.data``: named datasets (catalog), file readers, rendered letters, few-shot splits.
-- ``dwp.nn``: networks (FConv).
-- ``dwp.train``: source nets, kernel VAE priors (training loops and ``fit_prior``).
+- ``dwp.nn``: networks (FConv, CIFARNet), Bayesian layers, ``bayesianize``, kernel inits.
 - ``dwp.kernels``: kernel datasets from source nets.
-- ``dwp.priors``: kernel VAEs, prior directories, reference import.
+- ``dwp.priors``: weight priors (normal, log-uniform, the DWP), kernel VAEs, prior directories.
+- ``dwp.train``: the training loops (source nets, priors, Bayesian CNNs).
+- ``dwp.eval``: ensemble prediction and metrics.
+- ``dwp.experiments``, ``dwp.reproduce``, ``dwp.report``: the paper's experiments and report.
 - ``dwp.errors``: the exceptions the library raises for bad input.
-- ``dwp.cli``: the ``dwp`` command; the only module that parses argv or prints.
+- ``dwp.cli``: the ``dwp`` command; the only package that parses argv or prints.
 """
 
 from importlib.metadata import PackageNotFoundError, version

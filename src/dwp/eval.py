@@ -8,7 +8,29 @@ from torch.nn import functional as F
 
 from dwp.nn.bayes import Mode, bayes_mode
 
-__all__ = ["classification_metrics", "evaluate_bnn", "expected_calibration_error", "predict_proba"]
+__all__ = [
+    "classification_metrics",
+    "evaluate_accuracy",
+    "evaluate_bnn",
+    "expected_calibration_error",
+    "predict_proba",
+]
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, data, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of an ordinary ``model`` on an :class:`~dwp.data.ImageSet`, evaluated
+    on the model's device (in eval mode; the model's mode is restored)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        x = data.images[start : start + batch_size].to(device)
+        y = data.labels[start : start + batch_size].to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / max(1, len(data))
 
 
 @torch.inference_mode()
@@ -49,9 +71,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     conf = conf.double()
     # bin b holds confidences in (b/bins, (b+1)/bins]; confidence 0 goes to bin 0
     which = (conf * bins).ceil().long().clamp(1, bins) - 1
-    total = torch.zeros(bins, dtype=torch.float64)
     gap = torch.zeros(bins, dtype=torch.float64)
-    total.index_add_(0, which, torch.ones_like(conf))
     gap.index_add_(0, which, correct - conf)
     return float(gap.abs().sum() / max(1, len(labels)))
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from dwp.errors import DWPError
 
 __all__ = [
+    "append_jsonl",
     "atomic_path",
     "check_same_config",
+    "jsonable",
     "read_json",
     "run_lock",
     "write_csv",
@@ -94,10 +96,23 @@ def run_lock(directory: str | Path) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def jsonable(value):
+    """``value`` as a JSON round trip gives it back (tuples become lists): what a stored
+    config is compared with."""
+    return json.loads(json.dumps(value))
+
+
 def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append ``record`` as one JSON line to ``path`` (a run's metrics log; a line is
+    written whole by one ``write``)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable]) -> None:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dwp.config import DEFAULT_MIN_NORM, KernelConfig
 from dwp.errors import DWPError
-from dwp.io import atomic_path
+from dwp.io import atomic_path, write_json
 from dwp.nn import conv_layers
 
 __all__ = [
@@ -37,30 +38,7 @@ __all__ = [
     "validate_kernels",
 ]
 
-#: Default pruning threshold on a kernel's L2 norm. Kernels the L2 penalty has switched off end
-#: up with norms of 1e-4..1e-3 (Adam's steps shrink with the learning rate, which decays to 0);
-#: kernels in use have norms of 0.05 and more (5x5) or 0.5 and more (7x7).
-DEFAULT_MIN_NORM = 1e-2
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-
-
-@dataclass
-class KernelConfig:
-    """How to turn source nets into kernel datasets."""
-
-    min_norm: float = DEFAULT_MIN_NORM
-    test_fraction: float = 0.2
-    layers: tuple[str, ...] | None = None  # None: every conv layer
-    max_kernels: int | None = None  # per layer and part, a random subset (seeded) when exceeded
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.min_norm < 0:
-            raise DWPError(f"--min-norm must be >= 0, got {self.min_norm}")
-        if not 0 < self.test_fraction < 1:
-            raise DWPError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
-        if self.max_kernels is not None and self.max_kernels < 1:
-            raise DWPError(f"--max-kernels must be >= 1, got {self.max_kernels}")
 
 
 def kernel_slices(weight: torch.Tensor) -> np.ndarray:
@@ -206,8 +184,7 @@ def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kernel
             with atomic_path(out / layer / f"{part}.npy") as tmp:
                 np.save(tmp, np.ascontiguousarray(arr, dtype=np.float32))
         stats["layers"][layer] = layer_stats
-    with atomic_path(out / "stats.json") as tmp:
-        tmp.write_text(json.dumps(stats, indent=2))
+    write_json(out / "stats.json", stats)
     return stats
 
 

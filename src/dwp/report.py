@@ -5,6 +5,7 @@ figure."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 
 import dwp
 from dwp.errors import DWPError
-from dwp.io import atomic_path, read_json
+from dwp.experiments.paper import family
+from dwp.io import atomic_path, jsonable, read_json
+from dwp.tables import markdown_table, mean_sd
 
 __all__ = ["build_report", "prior_figures"]
 
@@ -78,22 +81,22 @@ def _stages_section(out: Path) -> list[str]:
     log = _load(out / "stages.json") or {}
     if not log:
         return []
-    lines = ["## Stages", "", "| stage | wall time | notes |", "|---|---|---|"]
-    total = 0.0
+    rows, total = [], 0.0
     for stage, info in log.items():
         total += info.get("seconds", 0.0)
-        notes = ", ".join(f"{k} {_short(v)}" for k, v in info.items()
+        notes = ", ".join(f"{k} {_brief(v)}" for k, v in info.items()
                           if k not in ("done", "seconds"))  # fmt: skip
-        lines.append(f"| {stage} | {info.get('seconds', 0):.0f} s | {notes} |")
-    lines += [f"| total | {total:.0f} s | |", ""]
-    return lines
+        rows.append([stage, f"{info.get('seconds', 0):.0f} s", notes])
+    rows.append(["total", f"{total:.0f} s", ""])
+    return ["## Stages", "", markdown_table(["stage", "wall time", "notes"], rows), ""]
 
 
-def _short(v) -> str:
+def _brief(v) -> str:
+    """A stage's note value: floats to 4 significant digits, dicts inline."""
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_brief(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 
@@ -118,13 +121,13 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
         factor = read_json(moved).get("rescaled", {}).get("factor") if moved.is_file() else None
         kernel_rank = ((stats.get("train") or {}).get("diversity") or {}).get("effective_rank")
         sample_rank = sample_diversity(load_prior(d)[0])["effective_rank"]
-        rows.append(
-            f"| {layer} | {vae['kernel_size']}x{vae['kernel_size']} | {vae['z_dim']} | "
-            f"{train_n} | {_fmt(median)} | {_fmt((m.get('train') or {}).get('elbo_per_kernel'), 1)}"
-            f" | {_fmt((m.get('test') or {}).get('elbo_per_kernel'), 1)} | "
-            f"{_fmt(kernel_rank, 1)} / {_fmt(sample_rank, 1)} | "
-            f"{'-' if factor is None else f'x {factor:.3g}'} |"
-        )
+        rows.append([
+            layer, f"{vae['kernel_size']}x{vae['kernel_size']}", vae["z_dim"], train_n,
+            _fmt(median), _fmt((m.get("train") or {}).get("elbo_per_kernel"), 1),
+            _fmt((m.get("test") or {}).get("elbo_per_kernel"), 1),
+            f"{_fmt(kernel_rank, 1)} / {_fmt(sample_rank, 1)}",
+            "-" if factor is None else f"x {factor:.3g}",
+        ])  # fmt: skip
         written = prior_figures(d, figures / f"prior-{layer}.png")
         for path in written:
             rel = path.relative_to(out)
@@ -140,9 +143,9 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
     if not rows:
         return []
     return ["## Kernel priors", "",
-            "| layer | kernel | z | train kernels | median norm | train ELBO | test ELBO "
-            "| effective rank: kernels / samples | Bayesian nets: kernels scaled |",
-            "|---|---|---|---|---|---|---|---|---|", *rows, "",
+            markdown_table(["layer", "kernel", "z", "train kernels", "median norm", "train ELBO",
+                            "test ELBO", "effective rank: kernels / samples",
+                            "Bayesian nets: kernels scaled"], rows), "",
             "ELBO in nats per kernel (10 draws of z) at the kernels' own scale; the reference's "
             "7x7 prior scores about 49.7 on its own test kernels (median norm 1.35). Effective "
             "rank of the kernel shapes (`dwp.kernels.kernel_diversity`; 1: all alike, k*k: "
@@ -164,15 +167,14 @@ def _classification_section(out: Path, preset: str) -> list[str]:
              f"Dataset {s['dataset']}, {cfg.get('epochs')} epochs per run; Bayesian "
              f"{_net(cfg, 'hidden', 'target')} ({cfg.get('ens_samples', 10)}-sample ensemble) "
              "with each prior, and the same net, deterministic, with L2. Paper: "
-             + ("CIFAR-10 with priors from CIFAR-100 nets." if s["dataset"].startswith("cifar")
+             + ("CIFAR-10 with priors from CIFAR-100 nets." if family(s["dataset"]) == "cifar10"
                 else "full MNIST, 10 splits, 10000 epochs."), "",
-             "| examples | method | accuracy (mean ± sd) | NLL | splits | paper | ours - paper |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in s["rows"]:
-        lines.append(
-            f"| {r['examples']} | {r['method']} | {r['acc_mean']:.3f} ± {r['acc_std']:.3f} | "
-            f"{r['nll_mean']:.3f} | {r['runs']} | {_fmt(r['paper'])} | {_signed(r['diff'])} |"
-        )
+             markdown_table(
+                 ["examples", "method", "accuracy (mean ± sd)", "NLL", "splits", "paper",
+                  "ours - paper"],
+                 ([r["examples"], r["method"], mean_sd(r["acc_mean"], r["acc_std"]),
+                   f"{r['nll_mean']:.3f}", r["runs"], _fmt(r["paper"]), _signed(r["diff"])]
+                  for r in s["rows"]))]  # fmt: skip
     by = {(r["method"], r["examples"]): r["acc_mean"] for r in s["rows"]}
     verdicts = []
     for n in sorted({r["examples"] for r in s["rows"]}):
@@ -207,7 +209,6 @@ def _convergence_section(out: Path, preset: str, sub: str = "convergence") -> li
     vae = cfg.get("model") == "vae"
     metric, fmt = ("ELBO", "{:.1f}") if vae else ("accuracy", "{:.3f}")
     levels = list(next(iter(s.values()))["first_step"])
-    head = " | ".join(f"first step ≥ {lv}" for lv in levels)
     if vae:
         title, intro = (
             "## Convergence of a VAE",
@@ -229,12 +230,16 @@ def _convergence_section(out: Path, preset: str, sub: str = "convergence") -> li
                 "DWP or filters, about 100 from Xavier."
             ),
         )
-    lines = [title, "", intro, "", f"| init | final {metric} | {head} |",
-             "|---|---|" + "---|" * len(levels)]  # fmt: skip
-    for init, r in s.items():
-        firsts = " | ".join(str(r["first_step"][lv] or "-") for lv in levels)
-        final = f"{fmt.format(r['final_mean'])} ± {fmt.format(r['final_std'])}"
-        lines.append(f"| {init} | {final} | {firsts} |")
+    rows = (
+        [
+            init,
+            f"{fmt.format(r['final_mean'])} ± {fmt.format(r['final_std'])}",
+            *(r["first_step"][lv] or "-" for lv in levels),
+        ]
+        for init, r in s.items()
+    )
+    header = ["init", f"final {metric}", *(f"first step ≥ {lv}" for lv in levels)]
+    lines = [title, "", intro, "", markdown_table(header, rows)]  # fmt: skip
     early = {init: r["mean"][1] for init, r in s.items() if len(r["mean"]) > 1}
     if early:
         step = next(iter(s.values()))["step"][1]
@@ -257,19 +262,42 @@ def _features_section(out: Path, preset: str) -> list[str]:
              f"on {cfg.get('dataset')}, conv kernels frozen at their "
              f"initialisation, {cfg.get('epochs')} epochs of BatchNorm + classifier, seeds "
              f"{cfg.get('seeds')}. Paper (MNIST, k = 1/16): filters 0.963, DWP 0.956, Xavier "
-             "0.930.", "",
-             "| init | " + " | ".join(f"k = {lab}" for lab in labels) + " | paper |",
-             "|---|" + "---|" * (len(labels) + 1)]  # fmt: skip
+             "0.930.", ""]  # fmt: skip
+    rows = []
     for init, r in s.items():
-        cells = " | ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in zip(r["mean"], r["std"], strict=True))
+        cells = [mean_sd(m, sd) for m, sd in zip(r["mean"], r["std"], strict=True)]
         pairs = zip(r["paper"], r["label"], strict=True)
         paper = ", ".join(f"{p:.3f} (k = {lab})" for p, lab in pairs if p is not None) or "-"
-        lines.append(f"| {init} | {cells} | {paper} |")
+        rows.append([init, *cells, paper])
+    lines.append(markdown_table(["init", *(f"k = {lab}" for lab in labels), "paper"], rows))
     lines += ["", "![random features](features/features.png)", "",
               f"*{preset} preset, {cfg.get('dataset')}, seeds {cfg.get('seeds')}: test accuracy "
               "against the width scale, mean ± sd over seeds; crosses: the "
               "paper.*", ""]  # fmt: skip
     return lines
+
+
+def _rerun_command(out: Path, settings: dict) -> str:
+    """The ``dwp reproduce`` call that resumes ``out``: ``--preset NAME`` for a built-in
+    preset, ``--preset-file`` with the preset's copy in ``out`` for a custom one."""
+    from dwp.config import PRESETS
+
+    preset = settings.get("preset") or {}
+    builtin = PRESETS.get(preset.get("name", ""))
+    if builtin is not None and jsonable(builtin.to_dict()) == preset:
+        how = f"--preset {builtin.name}"
+    else:
+        how = f"--preset-file {out / 'preset.json'}"
+    kernels = settings.get("kernels_dir")
+    if kernels and preset.get("kernels"):  # the preset's own kernel sets need no option
+        from dwp.kernels import resolve_kernel_sets
+
+        with contextlib.suppress(DWPError):
+            if str(resolve_kernel_sets(preset["kernels"])) == kernels:
+                kernels = None
+    if kernels:
+        how += f" --kernels {kernels}"
+    return f"dwp reproduce {how} --out {out}"
 
 
 def build_report(out: str | Path) -> Path:
@@ -290,7 +318,6 @@ def build_report(out: str | Path) -> Path:
         body += section
     if not body:
         raise DWPError(f"{out} holds no results to report (run `dwp reproduce --out {out}`)")
-    name = preset.get("name", "quick")
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = [f"# Deep Weight Prior: reproduction ({preset.get('name', 'custom')} preset)", "",
             f"{preset.get('description', '')}".strip(), "",
@@ -300,7 +327,7 @@ def build_report(out: str | Path) -> Path:
                else "")
             + f". dwp {dwp.__version__}, torch {torch.__version__}; written {when}.", "",
             f"Rebuild this report with `dwp report {out}`; rerun (finished stages are skipped) "
-            f"with `dwp reproduce --preset {name} --out {out}`.", ""]  # fmt: skip
+            f"with `{_rerun_command(out, settings)}`.", ""]  # fmt: skip
     path = out / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(head + body).rstrip() + "\n")

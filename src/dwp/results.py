@@ -7,6 +7,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from dwp import tables
+from dwp.config import DEFAULT_HIDDEN, BNNConfig, defaults
+from dwp.data.catalog import dataset_arch
 from dwp.errors import DWPError
 from dwp.io import read_json
 
@@ -88,7 +91,7 @@ def markdown_table(rows: list[dict]) -> str:
     splits = sorted({s for r in rows for s in r["splits"]})
     head = ["dataset", "prior", "init", "examples", "epochs"] + [f"split {s}" for s in splits]
     head += ["mean acc (± sd)", "mean NLL", "final KL", "wall s / run"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         by_split = dict(zip(r["splits"], zip(r["ens_acc"], r["nll"], strict=True), strict=True))
         prior = r["prior"]
@@ -98,31 +101,24 @@ def markdown_table(rows: list[dict]) -> str:
             notes.append(f"kernel batch {r['dwp_kernel_batch']}")
         if notes:
             prior += f" ({', '.join(notes)})"
-        cells = [r["dataset"], prior, r["init"], str(r["examples"]), str(r["epochs"])]
-        cells += [f"{by_split[s][0]:.3f} / {by_split[s][1]:.3f}" if s in by_split else "-"
-                  for s in splits]  # fmt: skip
+        row = [r["dataset"], prior, r["init"], r["examples"], r["epochs"]]
+        row += [f"{by_split[s][0]:.3f} / {by_split[s][1]:.3f}" if s in by_split else "-"
+                for s in splits]  # fmt: skip
         kl = "-" if r.get("mean_kl") is None else f"{r['mean_kl']:.0f}"
-        cells += [f"{r['mean_acc']:.4f} ± {r['std_acc']:.3f}", f"{r['mean_nll']:.3f}", kl,
-                  f"{r['wall_s']:.0f}"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        row += [f"{r['mean_acc']:.4f} ± {r['std_acc']:.3f}", f"{r['mean_nll']:.3f}", kl,
+                f"{r['wall_s']:.0f}"]  # fmt: skip
+        cells.append(row)
+    return tables.markdown_table(head, cells)
 
 
 def _settings(config: dict) -> dict:
     """A run's config with what older formats left implicit made explicit: fields they lack
     take today's defaults, and widths equal to the network family's default read as None."""
-    from dataclasses import MISSING, fields
-
-    from dwp.nn.nets import default_hidden
-    from dwp.train.bnn import BNNConfig
-
-    out = {f.name: f.default for f in fields(BNNConfig) if f.default is not MISSING}
+    out = defaults(BNNConfig)
     out.update(config)
-    arch = out.get("arch", "auto")
-    if arch == "auto":  # the 3x32x32 datasets get CIFARNet
-        arch = "cifarnet" if str(out.get("dataset", "")).startswith("cifar") else "fconv"
+    arch = dataset_arch(out["dataset"], out.get("arch", "auto"))
     hidden = out.get("hidden")
-    if hidden is not None and tuple(hidden) == tuple(default_hidden(arch, "target")):
+    if hidden is not None and tuple(hidden) == DEFAULT_HIDDEN[(arch, "target")]:
         out["hidden"] = None
     return out
 

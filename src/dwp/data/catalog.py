@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dwp.config import resolve_arch
 from dwp.data import readers
 from dwp.data.letters import LETTERS, find_fonts, load_letters
 from dwp.data.paths import cache_dir, data_roots
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "DatasetStatus",
     "ImageSet",
+    "dataset_arch",
     "dataset_status",
     "load_dataset",
 ]
@@ -332,6 +334,7 @@ class DatasetSpec:
     description: str
     loader: Callable[..., Dataset]
     locate: Callable[[list[Path]], str | None]
+    shape: tuple[int, int] = (1, 28)  # (channels, size) of its square images
 
 
 def _locate_idx(dirs_of: Callable[[list[Path]], list[Path]]) -> Callable[[list[Path]], str | None]:
@@ -390,9 +393,9 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("fashion-mnist", "Fashion-MNIST IDX files (60000 / 10000)", _fashion,
                     _locate_idx(_fashion_dirs)),
         DatasetSpec("cifar10", "CIFAR-10 python pickles (cifar-10-batches-py)", _cifar("cifar10"),
-                    _locate_cifar("cifar10")),
+                    _locate_cifar("cifar10"), (3, 32)),
         DatasetSpec("cifar100", "CIFAR-100 python pickles (cifar-100-python), fine labels",
-                    _cifar("cifar100"), _locate_cifar("cifar100")),
+                    _cifar("cifar100"), _locate_cifar("cifar100"), (3, 32)),
     ]
 }  # fmt: skip
 
@@ -404,6 +407,12 @@ def _spec(name: str) -> DatasetSpec:
         raise DWPError(
             f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}"
         ) from None
+
+
+def dataset_arch(name: str, arch: str = "auto") -> str:
+    """The network family of ``arch`` for dataset ``name`` without loading it: ``auto``
+    resolves by the catalog's image shape, as :func:`dwp.nn.resolve_arch` does by the images."""
+    return resolve_arch(arch, *_spec(name).shape)
 
 
 def load_dataset(

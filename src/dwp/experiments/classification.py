@@ -15,32 +15,30 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import BAYES_METHODS, L2_METHODS, BNNConfig, ClassificationConfig, Init
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import classification_metrics
 from dwp.io import check_same_config, read_json, write_csv, write_json
 from dwp.nn import (
-    ARCHS,
-    Init,
     build_net,
     check_hidden,
     conv_layers,
     describe_net,
+    init_classifier,
     init_conv_kernels,
+    l2_penalty,
     resolve_arch,
-    valid_hidden,
 )
 from dwp.priors import DeepWeightPrior, check_per_layer
-from dwp.train.bnn import BNNConfig, train_bnn
-from dwp.train.source import l2_penalty
+from dwp.train.bnn import train_bnn
+from dwp.train.loop import adam_linear_decay
 
 from .paper import paper_classification
 
@@ -52,71 +50,6 @@ __all__ = [
     "run_one",
     "summarise_classification",
 ]
-
-FORMAT_VERSION = 1
-BAYES_METHODS = ("dwp", "log-uniform", "normal")
-L2_METHODS = ("l2-xavier", "l2-dwp")
-
-
-@dataclass
-class ClassificationConfig:
-    """One classification sweep. Bayesian DWP runs start from DWP samples (the reference's
-    command), the other priors from Xavier; every method trains ``epochs`` epochs with Adam
-    (lr decayed linearly to 0) on the whole few-shot set per step."""
-
-    dataset: str = "mnist5k"
-    examples: tuple[int, ...] = (50, 100, 200, 500, 1000)
-    splits: tuple[int, ...] = tuple(range(10))
-    methods: tuple[str, ...] = BAYES_METHODS + L2_METHODS
-    epochs: int = 1000
-    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 32/128, CIFARNet k=1)
-    lr: float = 1e-3
-    prior_dirs: tuple[str, ...] = ()
-    dwp_kernel_batch: int | None = 256  # None: the exact mode
-    l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
-    ens_samples: int = 10
-    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
-    format_version: int = field(default=FORMAT_VERSION)
-
-    def __post_init__(self):
-        self.examples = tuple(int(n) for n in self.examples)
-        self.splits = tuple(int(s) for s in self.splits)
-        self.methods = tuple(str(m) for m in self.methods)
-        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
-        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
-        unknown = [m for m in self.methods if m not in BAYES_METHODS + L2_METHODS]
-        if unknown:
-            raise DWPError(
-                f"unknown methods {unknown}; choose from {', '.join(BAYES_METHODS + L2_METHODS)}"
-            )
-        checks = {
-            "examples": len(self.examples) >= 1 and min(self.examples) >= 1,
-            "splits": len(self.splits) >= 1 and len(set(self.splits)) == len(self.splits),
-            "methods": len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
-            "epochs": self.epochs >= 1,
-            "hidden": valid_hidden(self.hidden),
-            "arch": self.arch == "auto" or self.arch in ARCHS,
-            "lr": self.lr > 0,
-            "l2": self.l2 >= 0,
-            "ens_samples": self.ens_samples >= 1,
-            "dwp_kernel_batch": self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DWPError(f"invalid classification config: {', '.join(bad)} out of range")
-        if any(m in ("dwp", "l2-dwp") for m in self.methods) and not self.prior_dirs:
-            raise DWPError("methods dwp and l2-dwp need --prior-dirs (one per conv layer)")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("examples", "splits", "methods", "hidden", "prior_dirs"):
-            d[k] = None if d[k] is None else list(d[k])
-        return d
-
-    def tasks(self) -> list[dict]:
-        """Every (method, examples, split) run, smallest training sets first."""
-        return [{"method": m, "examples": n, "split": s}
-                for n in self.examples for s in self.splits for m in self.methods]  # fmt: skip
 
 
 def run_name(task: dict) -> str:
@@ -130,7 +63,7 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
         prior=task["method"], init=Init.dwp if dwp else Init.xavier,
         prior_dirs=config.prior_dirs if dwp else (), hidden=config.hidden, arch=config.arch,
         epochs=config.epochs, lr=config.lr, eval_every=config.epochs,
-        ens_samples=config.ens_samples, dwp_kernel_batch=config.dwp_kernel_batch,
+        ens_samples=config.ens_samples, dwp_kernel_batch=config.dwp_kernel_batch if dwp else None,
     )  # fmt: skip
 
 
@@ -156,8 +89,7 @@ def train_l2_net(
         arch = resolve_arch(config.arch, channels, size)
         model = build_net(arch, check_hidden(arch, config.hidden, "target"), channels,
                           ds.num_classes, size, bayes=True)  # fmt: skip
-        nn.init.xavier_normal_(model.fc.weight)
-        nn.init.zeros_(model.fc.bias)
+        init_classifier(model)
     convs = conv_layers(model)
     priors = None
     if task["method"] == "l2-dwp":
@@ -169,8 +101,7 @@ def train_l2_net(
     init_conv_kernels(convs, init, priors=priors, generator=torch.Generator().manual_seed(seed))
     model.to(device)
     x, y = train.images.to(device), train.labels.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1 - e / config.epochs)
+    opt, sched = adam_linear_decay(model.parameters(), config.lr, config.epochs)  # full batch
     for epoch in range(config.epochs):
         logits = model(x)
         loss = F.cross_entropy(logits, y) + config.l2 * l2_penalty(model)

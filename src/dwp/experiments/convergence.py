@@ -17,96 +17,35 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import ConvergenceConfig, ConvergenceModel
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
+from dwp.eval import evaluate_accuracy
 from dwp.io import check_same_config, read_json, write_csv, write_json
 from dwp.nn import (
-    ARCHS,
     ConvVAE,
     build_net,
     check_hidden,
     conv_layers,
     conv_names,
     describe_net,
+    init_classifier,
     init_conv_kernels,
     resolve_arch,
-    valid_hidden,
 )
-from dwp.train.source import evaluate_accuracy
 
-from .common import check_init_sources, load_init_sources, parse_inits
+from .common import load_init_sources
 
 __all__ = ["LEVELS", "MODELS", "ConvergenceConfig", "run_convergence", "summarise"]
 
-FORMAT_VERSION = 1
 LEVELS = (0.8, 0.9, 0.95)  # accuracy levels whose first step the summary reports
-MODELS = ("classifier", "vae")
-
-
-@dataclass
-class ConvergenceConfig:
-    """One convergence experiment. Seed ``s`` draws the kernels and the other parameters' init
-    from ``s`` and orders the batches with ``s + 1`` (the VAE's noise: ``s + 2``), the same for
-    every init. ``model``: ``classifier`` (test accuracy) or ``vae`` (test ELBO)."""
-
-    dataset: str = "mnist5k"
-    examples: int | None = None  # training examples, stratified (None: the whole train part)
-    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 32/128, CIFARNet k=1)
-    inits: tuple[str, ...] = ("xavier", "dwp", "filters")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 300
-    batch_size: int = 256
-    lr: float = 1e-3  # Adam, constant
-    eval_every: int = 10
-    prior_dirs: tuple[str, ...] = ()
-    kernel_dirs: tuple[str, ...] = ()
-    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
-    model: str = "classifier"
-    z_dim: int = 16  # the VAE's latent size
-    format_version: int = field(default=FORMAT_VERSION)
-
-    def __post_init__(self):
-        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
-        if self.model not in MODELS:
-            raise DWPError(f"unknown convergence model {self.model!r}; choose from {MODELS}")
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.inits = parse_inits(self.inits)
-        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
-        self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
-        checks = {
-            "examples": self.examples is None or self.examples >= 1,
-            "hidden": valid_hidden(self.hidden),
-            "arch": self.arch == "auto" or self.arch in ARCHS,
-            "inits": len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
-            "seeds": len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "eval_every": self.eval_every >= 1,
-            "z_dim": self.z_dim >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DWPError(f"invalid convergence config: {', '.join(bad)} out of range")
-        check_init_sources(self.inits, self.prior_dirs, self.kernel_dirs)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("hidden", "inits", "seeds", "prior_dirs", "kernel_dirs"):
-            d[k] = None if d[k] is None else list(d[k])
-        return d
-
-    @property
-    def metric(self) -> str:
-        """The recorded test metric: ``test_acc`` or ``test_elbo``."""
-        return "test_elbo" if self.model == "vae" else "test_acc"
+MODELS = tuple(m.value for m in ConvergenceModel)
 
 
 @torch.no_grad()
@@ -170,8 +109,7 @@ def _build(config, init, seed, channels, classes, size, priors, kernel_sets, dev
             model = ConvVAE(hidden, config.z_dim)  # xavier weights, zero biases
         else:
             model = build_net(arch, hidden, channels, classes, size)  # xavier, zero biases
-            nn.init.xavier_normal_(model.fc.weight)
-            nn.init.zeros_(model.fc.bias)
+            init_classifier(model)
     gen = torch.Generator().manual_seed(seed)
     init_conv_kernels(conv_layers(model), init, priors=priors, kernel_sets=kernel_sets,
                       generator=gen)  # fmt: skip

@@ -14,7 +14,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,28 +21,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import FeaturesConfig
 from dwp.data import few_shot, load_dataset
-from dwp.errors import DWPError
+from dwp.eval import evaluate_accuracy
 from dwp.io import check_same_config, read_json, write_csv, write_json
 from dwp.nn import (
     ARCH_NAMES,
-    ARCHS,
     build_net,
     check_hidden,
     conv_layers,
     conv_names,
+    init_classifier,
     init_conv_kernels,
     resolve_arch,
-    valid_hidden,
 )
-from dwp.train.source import evaluate_accuracy
+from dwp.train.loop import adam_linear_decay, shuffled_batches
 
-from .common import check_init_sources, load_init_sources, parse_inits
+from .common import load_init_sources
 from .paper import FEATURES, family
 
 __all__ = ["FeaturesConfig", "run_features", "scale_label", "widths"]
-
-FORMAT_VERSION = 1
 
 
 def scale_label(k: float) -> str:
@@ -53,56 +50,6 @@ def scale_label(k: float) -> str:
 
 def widths(base: tuple[int, ...], k: float) -> tuple[int, ...]:
     return tuple(max(1, round(h * k)) for h in base)
-
-
-@dataclass
-class FeaturesConfig:
-    """One random-feature experiment. Seed ``s`` draws the kernels and the trained parameters'
-    init from ``s`` and orders the batches with ``s + 1``, the same for every init."""
-
-    dataset: str = "mnist5k"
-    examples: int | None = None  # training examples, stratified (None: the whole train part)
-    base_hidden: tuple[int, ...] | None = None  # widths at scale 1 (None: the source nets')
-    scales: tuple[float, ...] = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
-    inits: tuple[str, ...] = ("xavier", "dwp", "filters")
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-2  # Adam, decayed linearly to 0 (only BatchNorm and the classifier train)
-    prior_dirs: tuple[str, ...] = ()
-    kernel_dirs: tuple[str, ...] = ()
-    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
-    format_version: int = field(default=FORMAT_VERSION)
-
-    def __post_init__(self):
-        if self.base_hidden is not None:
-            self.base_hidden = tuple(int(h) for h in self.base_hidden)
-        self.scales = tuple(float(k) for k in self.scales)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.inits = parse_inits(self.inits)
-        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
-        self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
-        checks = {
-            "examples": self.examples is None or self.examples >= 1,
-            "base_hidden": valid_hidden(self.base_hidden),
-            "arch": self.arch == "auto" or self.arch in ARCHS,
-            "scales": len(self.scales) >= 1 and all(0 < k <= 64 for k in self.scales),
-            "inits": len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
-            "seeds": len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DWPError(f"invalid random-feature config: {', '.join(bad)} out of range")
-        check_init_sources(self.inits, self.prior_dirs, self.kernel_dirs)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("base_hidden", "scales", "inits", "seeds", "prior_dirs", "kernel_dirs"):
-            d[k] = None if d[k] is None else list(d[k])
-        return d
 
 
 def frozen_features_model(
@@ -115,8 +62,7 @@ def frozen_features_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_net(arch, hidden, channels, classes, size, batch_norm=True)
-        nn.init.xavier_normal_(model.fc.weight)
-        nn.init.zeros_(model.fc.bias)
+        init_classifier(model)
     convs = conv_layers(model)
     init_conv_kernels(convs, init, priors=priors, kernel_sets=kernel_sets,
                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
@@ -132,15 +78,12 @@ def _train(model: nn.Module, train, test, config: FeaturesConfig, seed: int, dev
     per_epoch = -(-n // batch)
     total = per_epoch * config.epochs
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / total)
+    opt, sched = adam_linear_decay(params, config.lr, total)
     gen = torch.Generator().manual_seed(seed + 1)
     t0 = time.perf_counter()
     model.train()
     for _ in range(config.epochs):
-        order = torch.randperm(n, generator=gen).to(device)
-        for i in range(per_epoch):
-            idx = order[i * batch : (i + 1) * batch]
+        for idx in shuffled_batches(n, batch, gen, device):
             loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

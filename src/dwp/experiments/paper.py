@@ -4,7 +4,7 @@ report's side-by-side tables. These are reference values to compare against, nev
 
 from __future__ import annotations
 
-__all__ = ["CLASSIFICATION", "CONVERGENCE", "FEATURES", "paper_classification"]
+__all__ = ["CLASSIFICATION", "FEATURES", "paper_classification"]
 
 # Mean 10-sample ensemble accuracy over 10 splits, full MNIST test set; by prior and examples.
 CLASSIFICATION: dict[str, dict[str, dict[int, float]]] = {
@@ -27,11 +27,6 @@ FEATURES: dict[str, dict[float, dict[str, float]]] = {
         1 / 8: {"filters": 0.653, "dwp": 0.637, "xavier": 0.621},
         1.0: {"filters": 0.710, "dwp": 0.689, "xavier": 0.656},
     },
-}
-
-# Convergence (ConvNet on MNIST): about the steps to reach 0.96 test accuracy.
-CONVERGENCE: dict[str, dict[str, dict[str, float]]] = {
-    "mnist": {"0.96": {"dwp": 50, "filters": 50, "xavier": 100}},
 }
 
 _FAMILY = {"mnist": "mnist", "mnist5k": "mnist", "cifar10": "cifar10"}

@@ -26,7 +26,6 @@ A layer's prior (``layer.prior``, a module from :mod:`dwp.priors`) gives ``layer
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
 
@@ -35,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dwp.errors import DWPError
+from dwp.nn.gaussian import gaussian_entropy
 
 __all__ = [
     "BayesConv2d",
@@ -112,7 +112,7 @@ class BayesLayer(nn.Module):
     def entropy(self) -> torch.Tensor:
         """Entropy of q (summed over the weights), a scalar tensor."""
         _, _, log_var = self.posterior()
-        return 0.5 * (log_var + math.log(2 * math.pi * math.e)).sum()
+        return gaussian_entropy(log_var)
 
     def kl(self) -> torch.Tensor:
         """KL(q || prior) of this layer (or the prior's estimate of it), a scalar tensor."""
@@ -290,7 +290,9 @@ def bayesianize(
             ``(name, conv) -> bool``; default all.
         posterior: ``gaussian`` or ``log-uniform``; default: what the prior asks for
             (``prior.posterior`` if it has one), else ``gaussian``.
-        mode, log_sigma2_init, alpha_logit_init: options of the new layers.
+        mode: the new layers' forward mode (``sample`` or ``mean``).
+        log_sigma2_init: the Gaussian posteriors' initial log-variance.
+        alpha_logit_init: the log-uniform posteriors' initial logit of alpha.
 
     The new layers keep the old ones' weights (as posterior means), biases, device and dtype.
     Returns the new layers by name.

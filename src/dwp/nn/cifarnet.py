@@ -18,14 +18,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import cifarnet_hidden
+
 __all__ = ["CIFARNet", "cifarnet_hidden"]
 
 FC_WIDTH = 512
-
-
-def cifarnet_hidden(k: float) -> tuple[int, int, int]:
-    """The paper's widths at scale ``k``: ``(128k, 256k, 256k)``, at least 1 each."""
-    return tuple(max(1, round(h * k)) for h in (128, 256, 256))
 
 
 class CIFARNet(nn.Module):

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.nn.gaussian import kl_std_normal
+
 __all__ = ["ConvVAE"]
 
 
@@ -62,5 +64,5 @@ class ConvVAE(nn.Module):
         z = mu + eps * (0.5 * logvar).exp()
         logits = self.decode(z)
         rec = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        kl = kl_std_normal(mu, logvar.exp(), logvar)
         return rec - kl

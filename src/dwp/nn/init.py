@@ -8,26 +8,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 
 import numpy as np
 import torch
 from torch import nn
 
+from dwp.config import Init
 from dwp.errors import DWPError
 
 __all__ = ["Init", "init_conv_kernels", "random_kernels"]
-
-
-class Init(StrEnum):
-    """How conv kernels start."""
-
-    xavier = "xavier"
-    """Xavier-normal."""
-    dwp = "dwp"
-    """Decoder means of the layer's deep weight prior at z ~ N(0, I)."""
-    filters = "filters"
-    """Random kernels of the source nets' kernel set for the layer's kernel size."""
 
 
 def random_kernels(

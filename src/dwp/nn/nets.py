@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
+from dwp.config import ARCHS, DEFAULT_HIDDEN, resolve_arch, valid_hidden
 from dwp.errors import DWPError
 
-from .cifarnet import CIFARNet, cifarnet_hidden
-from .fconv import FConv
+from .cifarnet import CIFARNet
+from .fconv import FConv, conv_layers
 
 __all__ = [
     "ARCHS",
@@ -27,19 +29,14 @@ __all__ = [
     "conv_names",
     "default_hidden",
     "describe_net",
+    "init_classifier",
+    "l2_penalty",
     "resolve_arch",
     "valid_hidden",
 ]
 
-ARCHS = ("fconv", "cifarnet")
 ARCH_NAMES = {"fconv": "FConv", "cifarnet": "CIFARNet"}
 
-_DEFAULT_HIDDEN = {
-    ("fconv", "source"): (256, 512),
-    ("fconv", "target"): (32, 128),
-    ("cifarnet", "source"): cifarnet_hidden(1.0),
-    ("cifarnet", "target"): cifarnet_hidden(1.0),
-}
 _N_HIDDEN = {"fconv": 2, "cifarnet": 3}
 _CONV_NAMES = {
     ("fconv", False): ("conv1", "conv2"),
@@ -47,21 +44,6 @@ _CONV_NAMES = {
     ("cifarnet", False): ("conv1", "conv2", "conv3", "conv4"),
     ("cifarnet", True): ("conv1", "conv2", "conv3"),
 }
-
-
-def resolve_arch(arch: str, channels: int, size: int) -> str:
-    """``arch`` itself, or for ``auto`` the family that fits images of ``channels`` x ``size``
-    x ``size``: CIFARNet for 3-channel 32x32 images, FConv otherwise."""
-    if arch == "auto":
-        return "cifarnet" if (channels, size) == (3, 32) else "fconv"
-    if arch not in ARCHS:
-        raise DWPError(f"unknown network {arch!r}; expected auto or one of {', '.join(ARCHS)}")
-    return arch
-
-
-def valid_hidden(hidden: tuple[int, ...] | None) -> bool:
-    """Whether ``hidden`` can be widths of some family (checked before the dataset is known)."""
-    return hidden is None or (len(hidden) in (2, 3) and min(hidden) >= 1)
 
 
 def conv_names(arch: str, bayes: bool = False) -> tuple[str, ...]:
@@ -72,7 +54,7 @@ def conv_names(arch: str, bayes: bool = False) -> tuple[str, ...]:
 
 def default_hidden(arch: str, role: str) -> tuple[int, ...]:
     """The default widths of ``arch`` for ``role`` (``source`` or ``target``)."""
-    return _DEFAULT_HIDDEN[(arch, role)]
+    return DEFAULT_HIDDEN[(arch, role)]
 
 
 def check_hidden(arch: str, hidden: tuple[int, ...] | None, role: str) -> tuple[int, ...]:
@@ -94,9 +76,10 @@ def describe_net(
     arch: str, hidden: tuple[int, ...] | None, role: str, dataset: str, extra: str = ""
 ) -> str:
     """A label such as ``FConv 32/128`` (``FConv{extra} 32/128``) for figure captions;
-    ``auto`` is read from the dataset's name (CIFAR datasets get CIFARNet)."""
-    if arch == "auto":
-        arch = "cifarnet" if dataset.startswith("cifar") else "fconv"
+    ``auto`` resolves by the catalog's image shape of ``dataset``."""
+    from dwp.data.catalog import dataset_arch
+
+    arch = dataset_arch(dataset, arch)
     return f"{ARCH_NAMES[arch]}{extra} {'/'.join(map(str, check_hidden(arch, hidden, role)))}"
 
 
@@ -126,3 +109,16 @@ def build_net(
                         batch_norm=not bayes)  # fmt: skip
     except ValueError as exc:
         raise DWPError(str(exc)) from None
+
+
+def init_classifier(model: nn.Module) -> None:
+    """Xavier-normal weights and zero biases for the classifier ``model.fc`` (the reference's
+    init of the nets trained on the target set)."""
+    nn.init.xavier_normal_(model.fc.weight)
+    nn.init.zeros_(model.fc.bias)
+
+
+def l2_penalty(model: nn.Module) -> torch.Tensor:
+    """Sum of squares of all parameters of the model's conv layers (weights and biases): the
+    source nets' and the deterministic baselines' regulariser."""
+    return sum(p.pow(2).sum() for m in conv_layers(model).values() for p in m.parameters())

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from dwp.errors import DWPError
-from dwp.io import atomic_path
+from dwp.io import atomic_path, write_json
 from dwp.kernels import kernel_diversity, kernel_norms, load_kernel_file
 from dwp.priors.vae import KernelVAE, VAEConfig
 
@@ -77,8 +77,7 @@ def save_prior(vae: KernelVAE, out: str | Path, **info) -> Path:
     state = {k: v.detach().cpu() for k, v in vae.state_dict().items()}
     with atomic_path(out / _WEIGHTS) as tmp:
         torch.save(state, tmp)
-    with atomic_path(out / _META) as tmp:
-        tmp.write_text(json.dumps(meta, indent=2))
+    write_json(out / _META, meta)
     return out
 
 

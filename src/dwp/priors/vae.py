@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import VAE_DEFAULTS
 from dwp.errors import DWPError
+from dwp.nn.gaussian import LOG_2PI, gaussian_log_prob, kl_std_normal, std_normal_log_prob
 
 __all__ = ["ARCHITECTURES", "KernelVAE", "VAEConfig", "default_vae_config"]
 
-_LOG_2PI = math.log(2 * math.pi)
 _VAR_FLOOR = 1e-12  # only guards against softplus underflowing to exactly 0
 
 
@@ -43,7 +44,6 @@ ARCHITECTURES: dict[int, dict[str, list[tuple[str, str, str, int]]]] = {
 }  # fmt: skip
 
 #: The paper's latent and hidden sizes per kernel size.
-_DEFAULTS = {7: (2, 32), 5: (4, 64), 3: (2, 32)}
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,9 @@ def default_vae_config(
 ) -> VAEConfig:
     """The paper's configuration for ``kernel_size`` (7: z 2, h 32; 5: z 4, h 64; 3: z 2, h 32),
     with ``z_dim`` / ``hidden`` overriding it when given."""
-    if kernel_size not in _DEFAULTS:
+    if kernel_size not in VAE_DEFAULTS:
         VAEConfig(kernel_size, 1, 1)  # raises the error naming the available sizes
-    z0, h0 = _DEFAULTS[kernel_size]
+    z0, h0 = VAE_DEFAULTS[kernel_size]
     return VAEConfig(kernel_size, z_dim or z0, hidden or h0, scale)
 
 
@@ -115,12 +115,6 @@ class _Gaussian(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.body(x)
         return self.mu(h), F.softplus(self.var(h)).clamp_min(_VAR_FLOOR)
-
-
-def _gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """log N(x | mu, var), summed over all but the first dimension: shape (N,)."""
-    lp = -0.5 * ((x - mu) ** 2 / var + var.log() + _LOG_2PI)
-    return lp.flatten(1).sum(1)
 
 
 class KernelVAE(nn.Module):
@@ -172,12 +166,12 @@ class KernelVAE(nn.Module):
         training, by default); the KL is in closed form.
         """
         mu, var = self.encode(w)
-        kl = 0.5 * (var + mu**2 - 1 - var.log()).flatten(1).sum(1)
+        kl = kl_std_normal(mu, var)
         ll = torch.zeros(len(w), device=w.device, dtype=w.dtype)
         for _ in range(samples):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             x_mu, x_var = self.decode(mu + var.sqrt() * eps)
-            ll = ll + _gaussian_log_prob(w, x_mu, x_var)
+            ll = ll + gaussian_log_prob(w, x_mu, x_var)
         return ll / samples - kl
 
     def iw_log_likelihood(
@@ -193,9 +187,8 @@ class KernelVAE(nn.Module):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + std * eps
             x_mu, x_var = self.decode(z)
-            log_pz = (-0.5 * (z**2 + _LOG_2PI)).flatten(1).sum(1)
-            log_rz = (-0.5 * (eps**2 + var.log() + _LOG_2PI)).flatten(1).sum(1)
-            logw.append(_gaussian_log_prob(w, x_mu, x_var) + log_pz - log_rz)
+            log_rz = (-0.5 * (eps**2 + var.log() + LOG_2PI)).flatten(1).sum(1)  # log r(z | w)
+            logw.append(gaussian_log_prob(w, x_mu, x_var) + std_normal_log_prob(z) - log_rz)
         return torch.logsumexp(torch.stack(logw), 0) - math.log(samples)
 
     @torch.no_grad()

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from dwp.errors import DWPError
+from dwp.nn.gaussian import gaussian_entropy, gaussian_log_prob, kl_std_normal
 
 __all__ = [
     "DeepWeightPrior",
@@ -44,7 +45,6 @@ __all__ = [
     "kernel_view",
 ]
 
-_LOG_2PI = math.log(2 * math.pi)
 _CACHE = (
     "cache_value",
     "cache_mu",
@@ -126,15 +126,6 @@ def kernel_view(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(-1, 1, *weight.shape[-2:])  # (out*in, 1, k, k)
 
 
-def _kl_std_normal(mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, var) || N(0, I)) per row, summed over all but the first dimension."""
-    return 0.5 * (var + mu * mu - 1.0 - var.log()).flatten(1).sum(1)
-
-
-def _gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    return (-0.5 * ((x - mu) ** 2 / var + var.log() + _LOG_2PI)).flatten(1).sum(1)
-
-
 class DeepWeightPrior(WeightPrior):
     """The Deep Weight Prior of a conv layer: a kernel VAE's implicit distribution over kernels.
 
@@ -211,8 +202,7 @@ class DeepWeightPrior(WeightPrior):
         docstring), estimated with ``samples`` draws."""
         self.check_layer(layer)
         mu, var, log_var = layer.posterior()
-        neg_entropy = -0.5 * (log_var + _LOG_2PI + 1.0).sum()
-        return neg_entropy - self.expected_log_prior(mu, var)
+        return -gaussian_entropy(log_var) - self.expected_log_prior(mu, var)
 
     def expected_log_prior(self, mu: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """Estimate of the lower bound ``E_q(w)[E_r log p(w|z) - KL(r(z|w) || p(z))]`` on
@@ -235,7 +225,7 @@ class DeepWeightPrior(WeightPrior):
         eps_z = torch.randn(z_mu.shape, generator=self.generator, device=dev, dtype=dt)
         z = z_mu + z_var.sqrt() * eps_z
         x_mu, x_var = self.vae.decode(z)
-        elbo = _gaussian_log_prob(w, x_mu, x_var) - _kl_std_normal(z_mu, z_var)  # (s*M,)
+        elbo = gaussian_log_prob(w, x_mu, x_var) - kl_std_normal(z_mu, z_var)  # (s*M,)
         elbo = elbo.reshape(s, -1).mean(0)
         if not curvature:
             return elbo

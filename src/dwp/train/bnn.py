@@ -25,30 +25,27 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import BNN_FORMAT_VERSION, BNNConfig, Init, PriorKind
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import evaluate_bnn
-from dwp.io import atomic_path, check_same_config, read_json, run_lock, write_json
+from dwp.io import append_jsonl, atomic_path, check_same_config, read_json, run_lock, write_json
 from dwp.nn import (
-    ARCHS,
-    Init,
     bayesianize,
     build_net,
     check_hidden,
     conv_layers,
+    init_classifier,
     init_conv_kernels,
     kl_divergence,
     resolve_arch,
     set_noise_generator,
-    valid_hidden,
 )
 from dwp.priors import (
     DeepWeightPrior,
@@ -57,117 +54,24 @@ from dwp.priors import (
     check_per_layer,
     load_kernel_sets,
 )
+from dwp.train.loop import adam_linear_decay, shuffled_batches
 
 __all__ = [
     "BNN_FORMAT_VERSION",
     "BNNConfig",
     "PriorKind",
     "build_bnn",
+    "finished_result",
     "load_bnn",
     "train_bnn",
 ]
 
-BNN_FORMAT_VERSION = 1
 _CONFIG, _METRICS, _CHECKPOINT, _RESULT = (
     "config.json",
     "metrics.jsonl",
     "checkpoint.pt",
     "result.json",
 )
-
-
-class PriorKind(StrEnum):
-    """The prior over the conv kernels."""
-
-    normal = "normal"
-    """Standard normal N(0, 1) per weight (closed-form KL)."""
-    log_uniform = "log-uniform"
-    """Log-uniform, with the posterior N(mu, alpha mu^2) of sparse variational dropout."""
-    dwp = "dwp"
-    """The deep weight prior: one kernel VAE per conv layer (``prior_dirs``)."""
-
-
-@dataclass
-class BNNConfig:
-    """One Bayesian CNN run. ``prior_dirs``: one prior directory per conv layer, in order
-    (needed by ``prior='dwp'`` and ``init='dwp'``); ``kernel_dirs``: one kernel-set directory
-    (or ``.npy`` file) per conv layer for ``init='filters'`` (default: the kernels each prior
-    was trained on). ``eval_every`` None: 10 evaluations per run."""
-
-    dataset: str = "mnist5k"
-    examples: int | None = 50
-    split_seed: int = 0
-    prior: PriorKind = PriorKind.normal
-    prior_dirs: tuple[str, ...] = ()
-    kernel_dirs: tuple[str, ...] = ()
-    init: Init = Init.xavier
-    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 32/128, CIFARNet k=1)
-    epochs: int = 1000
-    batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
-    eval_every: int | None = None
-    ens_samples: int = 10
-    dwp_samples: int = 1
-    dwp_kernel_batch: int | None = 256  # None: the paper's exact mode
-    train_encoder: bool = False
-    log_sigma2_init: float = -10.0
-    normal_std: float = 1.0
-    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
-    format_version: int = field(default=BNN_FORMAT_VERSION)
-
-    def __post_init__(self):
-        try:
-            self.prior = PriorKind(self.prior)
-            self.init = Init(self.init)
-        except ValueError as exc:
-            raise DWPError(str(exc)) from None
-        if self.prior is not PriorKind.dwp:
-            self.dwp_kernel_batch = None  # only the DWP's KL uses it
-        elif self.train_encoder and self.dwp_kernel_batch is not None:
-            raise DWPError(
-                "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
-                "the fast mode caches estimates of a frozen encoder"
-            )
-        if self.prior is not PriorKind.normal:
-            self.normal_std = 1.0  # only the normal prior uses it
-        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
-        self.prior_dirs = tuple(str(Path(p).resolve()) for p in self.prior_dirs)
-        self.kernel_dirs = tuple(str(Path(p).resolve()) for p in self.kernel_dirs)
-        checks = {
-            "examples": self.examples is None or self.examples >= 1,
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "hidden": valid_hidden(self.hidden),
-            "arch": self.arch == "auto" or self.arch in ARCHS,
-            "eval_every": self.eval_every is None or self.eval_every >= 1,
-            "ens_samples": self.ens_samples >= 1,
-            "dwp_samples": self.dwp_samples >= 1,
-            "dwp_kernel_batch": self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
-            "normal_std": self.normal_std > 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DWPError(f"invalid Bayesian CNN config: {', '.join(bad)} out of range")
-        if (self.prior is PriorKind.dwp or self.init is Init.dwp) and not self.prior_dirs:
-            raise DWPError(
-                f"prior {self.prior.value} with init {self.init.value} needs --prior-dirs "
-                "(one prior directory per conv layer)"
-            )
-        if self.init is Init.filters and not (self.kernel_dirs or self.prior_dirs):
-            raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
-
-    @property
-    def evals_every(self) -> int:
-        return self.eval_every or max(1, self.epochs // 10)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(prior=self.prior.value, init=self.init.value,
-                 hidden=None if self.hidden is None else list(self.hidden),
-                 prior_dirs=list(self.prior_dirs), kernel_dirs=list(self.kernel_dirs))  # fmt: skip
-        return d
 
 
 def build_bnn(
@@ -186,8 +90,7 @@ def build_bnn(
         arch = resolve_arch(config.arch, in_channels, image_size)
         model = build_net(arch, check_hidden(arch, config.hidden, "target"), in_channels,
                           num_classes, image_size, bayes=True)  # fmt: skip
-        nn.init.xavier_normal_(model.fc.weight)  # the reference's classifier init
-        nn.init.zeros_(model.fc.bias)
+        init_classifier(model)
     model.to(device)
     names = list(conv_layers(model))
     if config.prior_dirs:
@@ -233,6 +136,15 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
     return model, config
 
 
+def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
+    """The result of the finished run ``out`` (None if it has not finished); an error if the
+    directory holds a run of another config, finished or not."""
+    out = Path(out)
+    check_same_config(out, config.to_dict())
+    path = out / _RESULT
+    return read_json(path) if path.is_file() else None
+
+
 def train_bnn(
     config: BNNConfig,
     out: str | Path,
@@ -249,10 +161,10 @@ def train_bnn(
     """
     out = Path(out)
     device = torch.device(device)
-    check_same_config(out, config.to_dict())
     result_path = out / _RESULT
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
+    done = finished_result(out, config)
+    if done is not None:
+        return done
     with run_lock(out):  # one process per run directory (parallel sweeps may overlap)
         if result_path.is_file():  # finished by another process meanwhile
             return json.loads(result_path.read_text())
@@ -269,11 +181,10 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     model = build_bnn(config, channels, ds.num_classes, size, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr)
     batch = min(config.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
     total = steps_per_epoch * config.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / total)
+    opt, sched = adam_linear_decay(params, config.lr, total)
     data_gen = torch.Generator().manual_seed(config.seed + 1)
     noise_gen = torch.Generator(device).manual_seed(config.seed + 2)
 
@@ -294,23 +205,21 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     _truncate_metrics(out / _METRICS, start_epoch)
 
     data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
-    every = config.evals_every
+    every = config.epochs_between_evals
     set_noise_generator(model, noise_gen)
     model.train()
     t0 = time.perf_counter()
     record = None
     for epoch in range(start_epoch + 1, config.epochs + 1):
         sums = torch.zeros(4, device=device)  # data term, kl, correct, batches
-        order = torch.randperm(n, generator=data_gen).to(device)
-        for i in range(0, n, batch):
-            idx = order[i : i + batch]
+        for b, idx in enumerate(shuffled_batches(n, batch, data_gen, device)):
             x, y = x_all[idx], y_all[idx]
             logits = model(x)
             data = _data_term(logits, y, n)
             kl = kl_divergence(model)
             loss = data + kl
             if not torch.isfinite(loss):
-                step = (epoch - 1) * steps_per_epoch + i // batch + 1
+                step = (epoch - 1) * steps_per_epoch + b + 1
                 d, k = float(data.detach()), float(kl.detach())
                 raise DWPError(
                     f"the loss became {d + k} at step {step} (epoch {epoch}; data term {d:.4g}, "
@@ -343,8 +252,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
             record = {**figures, "step": epoch * steps_per_epoch,
                       "lr": sched.get_last_lr()[0], **test, "seconds": elapsed}  # fmt: skip
             del record["epochs"]
-            with open(out / _METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(out / _METRICS, record)
             ckpt = {"format_version": BNN_FORMAT_VERSION, "epoch": epoch, "wall_s": elapsed,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "data_rng": data_gen.get_state(),

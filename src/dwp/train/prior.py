@@ -6,20 +6,22 @@ loss = -ELBO summed over the batch with one sample of z per kernel.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dwp.config import PriorTrainConfig
 from dwp.errors import DWPError
+from dwp.io import append_jsonl
 from dwp.kernels import kernel_norms, load_kernel_file
 from dwp.priors.store import kernel_summary, save_prior
 from dwp.priors.vae import KernelVAE, default_vae_config
+from dwp.train.loop import adam_linear_decay, shuffled_batches
 
 __all__ = [
     "PriorTrainConfig",
@@ -35,48 +37,6 @@ __all__ = [
 def kernel_rms(kernels: torch.Tensor) -> float:
     """Root mean square of all kernel values: the scale ``dwp prior train`` standardises by."""
     return float(kernels.double().pow(2).mean().sqrt())
-
-
-@dataclass
-class PriorTrainConfig:
-    """How to train a kernel VAE.
-
-    ``min_steps``: small kernel sets get more epochs than ``epochs`` so that training takes at
-    least this many optimisation steps (see :meth:`epochs_for`); 0 keeps exactly ``epochs``.
-    ``val_fraction``: share of the training kernels held out to choose the best epoch (0: keep
-    the last epoch's weights and train on all kernels, as the paper did).
-    ``min_norm``: leave out train and test kernels whose L2 norm is below it (0: none). Why: a
-    kernel set with many small kernels gives a VAE whose density peaks at the zero kernel, and a
-    mean-field Bayesian layer under that prior (the KL is mode-seeking) shrinks its kernels
-    towards zero; ``evaluate_prior``'s ``zero_kernel_elbo`` shows it.
-    """
-
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    min_steps: int = 0
-    val_fraction: float = 0.0
-    min_norm: float = 0.0
-
-    def __post_init__(self):
-        if not (self.min_norm >= 0 and math.isfinite(self.min_norm)):
-            raise DWPError(f"min_norm must be a number >= 0, got {self.min_norm}")
-        if not 0 <= self.val_fraction < 1:
-            raise DWPError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.min_steps < 0:
-            raise DWPError(
-                f"invalid prior training config {self}: epochs, batch size, lr must be > 0 "
-                "and min_steps >= 0"
-            )
-
-    def epochs_for(self, n: int) -> int:
-        """Epochs to run on ``n`` kernels: ``epochs``, or more if ``epochs`` epochs would take
-        fewer than ``min_steps`` steps. (The paper's 300 epochs of 1769 raw kernels are only
-        4200 steps, and the ELBO still rises when the learning rate reaches 0; on standardised
-        kernels more steps mostly overfit to the training nets.)"""
-        steps_per_epoch = -(-n // self.batch_size)
-        return max(self.epochs, -(-self.min_steps // steps_per_epoch))
 
 
 @torch.no_grad()
@@ -163,17 +123,15 @@ def train_prior(
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
     epochs = config.epochs_for(n)
     total = steps_per_epoch * epochs
-    opt = torch.optim.Adam(vae.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total)
+    opt, sched = adam_linear_decay(vae.parameters(), config.lr, total)
     history = []
     best_val, best_state, best_record = -math.inf, None, None
     t0 = time.perf_counter()
     for epoch in range(1, epochs + 1):
         vae.train()
         elbo_sum = torch.zeros((), device=device, dtype=torch.float64)
-        order = torch.randperm(n, generator=order_gen).to(device)
-        for start in range(0, n, config.batch_size):
-            w = train[order[start : start + config.batch_size]]
+        for idx in shuffled_batches(n, config.batch_size, order_gen, device):
+            w = train[idx]
             elbo = vae.elbo(w, gen).sum()
             opt.zero_grad(set_to_none=True)
             (-elbo).backward()
@@ -234,8 +192,7 @@ def fit_prior(
     log_path.unlink(missing_ok=True)
 
     def log_epoch(record: dict) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(log_path, record)
         if on_epoch is not None:
             on_epoch(record)
 

@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,15 +20,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dwp.config import SourceConfig
 from dwp.data import ImageSet, load_dataset
 from dwp.errors import DWPError
-from dwp.io import atomic_path
-from dwp.nn import ARCHS, build_net, check_hidden, conv_layers, resolve_arch, valid_hidden
+from dwp.eval import evaluate_accuracy
+from dwp.io import append_jsonl, atomic_path, jsonable, write_json
+from dwp.nn import build_net, check_hidden, l2_penalty, resolve_arch
+from dwp.train.loop import adam_linear_decay, shuffled_batches
 
 __all__ = [
     "SOURCE_FORMAT_VERSION",
     "SourceConfig",
-    "evaluate_accuracy",
     "load_source_net",
     "train_one_source_net",
     "train_source_net",
@@ -39,58 +40,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCE_FORMAT_VERSION = 1
-
-
-@dataclass
-class SourceConfig:
-    """How to train a set of source nets. Net ``i`` uses seed ``seed + i``."""
-
-    dataset: str = "letters"
-    nets: int = 100
-    hidden: tuple[int, ...] | None = None  # None: the family's (FConv 256/512, CIFARNet k=1)
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    l2: float = 1e-3
-    seed: int = 0
-    n_train: int | None = None  # use only the first n training images (None: all)
-    arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
-
-    def __post_init__(self):
-        self.hidden = None if self.hidden is None else tuple(int(h) for h in self.hidden)
-        checks = {
-            "nets": self.nets >= 1,
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "l2": self.l2 >= 0,
-            "hidden": valid_hidden(self.hidden),
-            "arch": self.arch == "auto" or self.arch in ARCHS,
-            "n_train": self.n_train is None or self.n_train >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise DWPError(f"invalid source config: {', '.join(bad)} out of range ({self})")
-
-
-def l2_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of squares of all parameters of the model's conv layers (weights and biases)."""
-    return sum(p.pow(2).sum() for m in conv_layers(model).values() for p in m.parameters())
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, data: ImageSet, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` on ``data``, evaluated on the model's device."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(data), batch_size):
-        x = data.images[start : start + batch_size].to(device)
-        y = data.labels[start : start + batch_size].to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-    model.train(was_training)
-    return correct / max(1, len(data))
 
 
 def train_source_net(
@@ -113,17 +62,14 @@ def train_source_net(
     n = len(train)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
     total = steps_per_epoch * config.epochs
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / total)
+    opt, sched = adam_linear_decay(model.parameters(), config.lr, total)
     model.train()
     t0 = time.perf_counter()
     step = 0
     for _ in range(config.epochs):
-        order = torch.randperm(n, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
+        for b, idx in enumerate(shuffled_batches(n, config.batch_size, generator, device)):
             x, y = x_all[idx], y_all[idx]
             logits = model(x)
             ce = F.cross_entropy(logits, y)
@@ -136,7 +82,7 @@ def train_source_net(
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == y).sum()
             if on_step is not None and (step % log_every == 0 or step == total):
-                seen = min(n, start + config.batch_size)  # examples seen this epoch
+                seen = min(n, (b + 1) * config.batch_size)  # examples seen this epoch
                 on_step({"step": step, "steps": total, "loss": float(loss_sum) / seen,
                          "acc": float(correct) / seen})  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -201,22 +147,20 @@ def train_source_nets(
     cfg_dict = dataclasses.asdict(config)
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        differs = {k for k in cfg_dict if k != "nets" and old.get(k) != _jsonable(cfg_dict[k])}
+        differs = {k for k in cfg_dict if k != "nets" and old.get(k) != jsonable(cfg_dict[k])}
         if differs:
             raise DWPError(
                 f"{out} holds source nets trained with another config (differs in "
                 f"{', '.join(sorted(differs))}); choose a new --out directory"
             )
-    with atomic_path(config_path) as tmp:
-        tmp.write_text(json.dumps(cfg_dict, indent=2))
+    write_json(config_path, cfg_dict)
     missing = [i for i in range(config.nets) if not _net_path(out, i).exists()]
     ds = load_dataset(config.dataset, data_root) if missing else None  # fails here, once
     fresh: dict[int, dict] = {}
 
     def done(i: int, metrics: dict) -> None:
         fresh[i] = metrics
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        append_jsonl(out / "metrics.jsonl", metrics)
         log.debug("net %d: %s", i, metrics)
         if on_net_done is not None:
             on_net_done(i, metrics)
@@ -286,10 +230,6 @@ def train_one_source_net(
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
     return metrics
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
 
 
 def list_source_nets(source: str | Path) -> list[Path]:

@@ -1,0 +1,74 @@
+"""``dwp kernels``: kernel datasets extracted from source nets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dwp.cli._common import group
+from dwp.config import KernelConfig
+
+app = group("Kernel datasets extracted from source nets.")
+D = KernelConfig  # the defaults
+
+
+@app.command("extract")
+def kernels_extract(
+    source: Annotated[Path, typer.Option("--source", help="Directory of `dwp source train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the kernel datasets.")],
+    min_norm: Annotated[
+        float, typer.Option(help="Drop kernels whose L2 norm is below this.")
+    ] = D.min_norm,
+    test_fraction: Annotated[
+        float, typer.Option(help="Fraction of nets (the last ones) held out for test kernels.")
+    ] = D.test_fraction,
+    layers: Annotated[
+        list[str] | None, typer.Option("--layer", help="Conv layer to extract (repeatable).")
+    ] = None,
+    max_kernels: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep at most N kernels per layer and part (random, seeded).", show_default=False
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --max-kernels subsampling.")] = D.seed,
+) -> None:
+    """Write every (out, in) kernel slice of the source nets' conv layers as train.npy /
+    test.npy (N, 1, k, k) per layer, dropping near-zero kernels; also stats.json."""
+    from dwp.kernels import extract_kernels
+    from dwp.train.source import list_source_nets, load_source_net
+
+    config = KernelConfig(min_norm=min_norm, test_fraction=test_fraction,
+                          layers=tuple(layers) if layers else None, max_kernels=max_kernels,
+                          seed=seed)  # fmt: skip
+    nets = [load_source_net(p)[0] for p in list_source_nets(source)]
+    stats = extract_kernels(nets, out, config)
+    typer.echo(f"{stats['nets']['train']} train nets, {stats['nets']['test']} test nets -> {out}")
+    for name, st in stats["layers"].items():
+        k = st["kernel_size"]
+        typer.echo(
+            f"{name} ({k}x{k}): train {st['train']['before']} -> {st['train']['after_pruning']}, "
+            f"test {st['test']['before']} -> {st['test']['after_pruning']} kernels "
+            f"(min norm {st['min_norm']:g}; median norm {st['norm_quantiles']['0.5']:.3g})"
+        )
+
+
+@app.command("preview")
+def kernels_preview(
+    kernels_dir: Annotated[Path, typer.Argument(help="Directory of `dwp kernels extract`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    n: Annotated[int, typer.Option(min=1, max=400, help="Kernels shown per layer.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for choosing the kernels.")] = 0,
+) -> None:
+    """Plot random kernels of every layer and the histogram of kernel norms with the threshold."""
+    from dwp.kernels import load_kernel_file, read_kernel_stats
+    from dwp.plots import kernel_preview
+
+    stats = read_kernel_stats(kernels_dir)
+    layers = {
+        name: {"kernels": load_kernel_file(kernels_dir / name / "train.npy"), "stats": st}
+        for name, st in stats["layers"].items()
+    }
+    typer.echo(f"wrote {kernel_preview(layers, out, n, seed)}")

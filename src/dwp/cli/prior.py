@@ -1,0 +1,221 @@
+"""``dwp prior``: kernel VAE priors: train, evaluate, sample, import, rescale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dwp.cli._common import LR, DeviceOpt, bar, group
+from dwp.config import VAE_DEFAULTS, PriorTrainConfig
+from dwp.errors import DWPError
+
+app = group("Kernel VAE priors: train, evaluate, sample, import, rescale.")
+D = PriorTrainConfig  # the defaults
+
+
+def _per_size(index: int) -> str:
+    return ", ".join(f"{v[index]} for {k}x{k}" for k, v in VAE_DEFAULTS.items())
+
+
+@app.command("train")
+def prior_train(
+    kernels: Annotated[
+        Path, typer.Option("--kernels", help="Layer directory with train.npy, test.npy.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+    z_dim: Annotated[
+        int | None,
+        typer.Option(help=f"Latent size (default: {_per_size(0)}).", show_default=False),
+    ] = None,
+    hidden: Annotated[
+        int | None,
+        typer.Option(help=f"Hidden width h (default: {_per_size(1)}).", show_default=False),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper's 300).")] = D.epochs,
+    standardize: Annotated[
+        bool,
+        typer.Option(
+            "--standardize/--no-standardize",
+            help="Networks see kernels divided by their RMS; densities stay over the raw "
+            "kernels (exact). --no-standardize is the paper's VAE.",
+        ),
+    ] = True,
+    min_steps: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Run more epochs than --epochs where these would take fewer optimisation "
+            "steps (small kernel sets); 0: exactly --epochs.",
+        ),
+    ] = D.min_steps,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.9,
+            help="Share of training kernels held out to keep the best epoch's weights (0: the "
+            "last epoch's, all kernels used for training).",
+        ),
+    ] = D.val_fraction,
+    min_norm: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Leave out train and test kernels whose L2 norm is below this (0: none). Many "
+            "small kernels make the prior's density peak at zero, and Bayesian layers under "
+            "it shrink their kernels (`dwp prior eval` shows zero_kernel_elbo).",
+        ),
+    ] = D.min_norm,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = D.batch_size,
+    lr: LR = D.lr,
+    seed: Annotated[
+        int, typer.Option(help="Seed of initialisation, batches and z draws.")
+    ] = D.seed,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Fit a kernel VAE (the layer's prior) to a kernel dataset; log train / test ELBO per
+    kernel every epoch (metrics.jsonl in the prior directory)."""
+    from dwp.device import resolve_device
+    from dwp.train.prior import fit_prior
+
+    cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                           min_steps=min_steps, val_fraction=val_fraction,
+                           min_norm=min_norm)  # fmt: skip
+    dev = resolve_device(device)
+    b = bar(None, f"prior {kernels.name}", unit="epoch")
+
+    def on_epoch(rec: dict) -> None:
+        post = {"train": f"{rec['train_elbo_per_kernel']:.2f}"}
+        if "test_elbo_per_kernel" in rec:
+            post["test"] = f"{rec['test_elbo_per_kernel']:.2f}"
+        b.total = rec["epochs"]
+        b.set_postfix(post, refresh=False)
+        b.update(1)
+
+    try:
+        vae, info = fit_prior(kernels, out, cfg, dev, z_dim, hidden, standardize, on_epoch)
+    finally:
+        b.close()
+    c, m, t = vae.config, info["metrics"], info["training"]
+    msg = f"prior {c.kernel_size}x{c.kernel_size} (z {c.z_dim}, h {c.hidden}, scale {c.scale:.4g})"
+    msg += f" -> {out}: train ELBO {m['train']['elbo_per_kernel']:.2f}"
+    if "test" in m:
+        msg += f", test ELBO {m['test']['elbo_per_kernel']:.2f}"
+    msg += f" nats/kernel; {t['epochs_run']} epochs in {t['seconds']:.0f}s"
+    if t["min_norm"]:
+        kept = info["kernel_stats"]["train"]["count"]
+        msg += f"; {kept} training kernels of norm >= {t['min_norm']:g}"
+    if t["best_epoch"] is not None:
+        msg += f" (weights of epoch {t['best_epoch']}, best on held-out kernels)"
+    typer.echo(msg)
+
+
+@app.command("eval")
+def prior_eval(
+    prior: Annotated[Path, typer.Option("--prior", help="Prior directory.")],
+    kernels: Annotated[Path, typer.Option("--kernels", help="Kernel file (N, 1, k, k) .npy.")],
+    samples: Annotated[int, typer.Option(min=1, help="Draws of z per kernel for the ELBO.")] = 10,
+    iw_samples: Annotated[
+        int, typer.Option(min=0, help="Importance samples for log p(w) (0: skip).")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Print JSON with the ELBO per kernel (elbo_per_kernel) and an importance-weighted
+    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats; the ELBO of the zero
+    kernel (zero_kernel_elbo: far above elbo_per_kernel, the prior's density peaks at zero and
+    Bayesian layers under it shrink their kernels); and the shape diversity (effective rank,
+    mean |cos|) of the kernels and of 2048 prior samples (decoder means)."""
+    import json
+
+    import torch
+
+    from dwp.device import resolve_device
+    from dwp.kernels import kernel_diversity, load_kernel_file
+    from dwp.priors import load_prior, sample_diversity
+    from dwp.train.prior import evaluate_prior, zero_kernel_elbo
+
+    dev = resolve_device(device)
+    vae, _ = load_prior(prior, map_location=dev)
+    w = torch.from_numpy(load_kernel_file(kernels, vae.kernel_size))
+    result = evaluate_prior(vae, w, samples=samples, iw_samples=iw_samples, seed=seed)
+    result["zero_kernel_elbo"] = zero_kernel_elbo(vae, samples=samples, seed=seed)
+    result["diversity"] = {"kernels": kernel_diversity(w.numpy(), seed=seed),
+                           "samples": sample_diversity(vae, seed=seed)}  # fmt: skip
+    result.update({"kernel_size": vae.kernel_size, "prior": str(prior), "kernels": str(kernels)})
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("sample")
+def prior_sample(
+    prior: Annotated[Path, typer.Option("--prior", help="Prior directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    kernels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real kernels (.npy) to show beside the samples (default: the "
+            "prior's training kernels, if still there).",
+            show_default=False,
+        ),
+    ] = None,
+    n: Annotated[int, typer.Option(min=1, max=400, help="Kernels per panel.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+    latent_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Latent-grid figure (for z_dim > 2 a 2-D slice; default: OUT with _latent).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Draw kernels from the prior (decoder means at z ~ N(0, I), and full draws from p(w | z))
+    beside real kernels, and the kernels decoded on a grid of z (a 2-D slice for z_dim > 2)."""
+    from dwp.report import prior_figures
+
+    for path in prior_figures(prior, out, kernels, n, seed, latent_out):
+        typer.echo(f"wrote {path}")
+
+
+@app.command("import")
+def prior_import(
+    reference_dir: Annotated[
+        Path, typer.Argument(help="Reference checkpoint: params.yaml + vae_params.torch.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+) -> None:
+    """Convert a prior trained with the reference implementation into a dwp prior directory."""
+    from dwp.priors import import_reference_prior
+
+    vae, _ = import_reference_prior(reference_dir, out)
+    k = vae.kernel_size
+    typer.echo(f"imported {k}x{k} prior (z {vae.z_dim}, h {vae.config.hidden}) -> {out}")
+
+
+@app.command("rescale")
+def prior_rescale(
+    prior: Annotated[Path, typer.Argument(help="Prior directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+    median_norm: Annotated[
+        float | None,
+        typer.Option(help="Median L2 norm the training kernels should have.", show_default=False),
+    ] = None,
+    factor: Annotated[
+        float | None,
+        typer.Option(help="Scale factor c (instead of --median-norm).", show_default=False),
+    ] = None,
+) -> None:
+    """Copy a prior to kernels scaled by c: p_c(w) = p(w / c) / c^(k*k), exactly. The scale of
+    source kernels is a gauge (LeakyReLU and max-pool are positively homogeneous), so this
+    moves a prior to the scale a target net is trained at."""
+    from dwp.priors import rescale_prior
+
+    if (median_norm is None) == (factor is None):
+        raise DWPError("give exactly one of --median-norm and --factor")
+    vae, info = rescale_prior(prior, out, factor=factor, median_norm=median_norm)
+    k = vae.kernel_size
+    typer.echo(
+        f"{k}x{k} prior over its training kernels scaled by {info['rescaled']['factor']:.6g}"
+        f" -> {out} (VAE scale {vae.config.scale:.6g})"
+    )
