@@ -316,7 +316,8 @@ def test_a_run_directory_has_one_writer(setup, tmp_path, capsys):
 def test_bnn_train_refuses_options_its_prior_does_not_use(setup, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     assert main(_args(setup, out, *extra)) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
     assert not out.exists()
 
 

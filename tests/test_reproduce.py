@@ -71,6 +71,15 @@ def test_experiment_classification(tiny_priors, tmp_path, capsys):
     assert "another config (l2" in capsys.readouterr().err
 
 
+def test_classification_refuses_dwp_options_without_the_dwp(tiny_priors, tmp_path, capsys):
+    out = tmp_path / "cls"
+    for extra in (["--methods", "normal", "--exact"], ["--exact", "--dwp-kernel-batch", "8"]):
+        assert main(_classification_args(tiny_priors, out, *extra)) == 2
+        err = capsys.readouterr().err
+        assert ("apply to the DWP prior only" in err or "not both" in err) and err.count("\n") == 1
+    assert not out.exists()
+
+
 def test_classification_in_worker_processes_matches(tiny_priors, tmp_path):
     cfg = ClassificationConfig(dataset="mnist", examples=(10,), splits=(0, 1), epochs=2,
                                hidden=(4, 8), methods=("normal", "l2-xavier"))  # fmt: skip
