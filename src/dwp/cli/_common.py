@@ -10,9 +10,14 @@ from typing import Annotated
 
 import typer
 
-from dwp.config import Arch, ExecutorKind, Init, cifarnet_hidden
+from dwp.config import DEFAULT_HIDDEN, Arch, ConvergenceConfig, ExecutorKind, Init, cifarnet_hidden
 from dwp.errors import DWPError
 from dwp.tables import markdown_table
+
+
+def words(values) -> str:
+    """``0 1 2`` for a default tuple in a help text."""
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def group(help: str) -> typer.Typer:
@@ -39,8 +44,9 @@ DeviceOpt = Annotated[
 HiddenOpt = Annotated[
     tuple[int, int] | None,
     typer.Option(
-        help="FConv widths of the two conv layers (default: 256 512 for source nets, 32 128 "
-        "for the nets trained on the target set).",
+        help="FConv widths of the two conv layers (default: "
+        f"{words(DEFAULT_HIDDEN[('fconv', 'source')])} for source nets, "
+        f"{words(DEFAULT_HIDDEN[('fconv', 'target')])} for the nets trained on the target set).",
         show_default=False,
     ),
 ]
@@ -111,7 +117,9 @@ InitsOpt = Annotated[
 ]
 SeedsOpt = Annotated[
     list[int] | None,
-    typer.Option("--seeds", help="Seeds (default: 0 1 2).", show_default=False),
+    typer.Option(
+        "--seeds", help=f"Seeds (default: {words(ConvergenceConfig.seeds)}).", show_default=False
+    ),
 ]
 
 #: The list options that take several values after one flag (``--prior-dirs A B``).

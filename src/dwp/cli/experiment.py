@@ -32,6 +32,7 @@ from dwp.cli._common import (
     run_bar,
     tuple_or_none,
     widths,
+    words,
 )
 from dwp.config import (
     Arch,
@@ -48,8 +49,8 @@ app = group("The paper's experiments beyond the Bayesian CNN.")
 Target = Annotated[str, typer.Option(help="Target dataset (see `dwp data list`).")]
 
 
-def _listed(values, what: str) -> str:
-    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + what
+def _listed(values, end: str) -> str:
+    return words(values) + end
 
 
 @app.command("convergence")
@@ -145,7 +146,11 @@ def experiment_classification(
     ] = None,
     splits: Annotated[
         list[int] | None,
-        typer.Option("--splits", help="Split seeds (default: 0..9).", show_default=False),
+        typer.Option(
+            "--splits",
+            help=f"Split seeds (default: {_listed(ClassificationConfig.splits, ')')}.",
+            show_default=False,
+        ),
     ] = None,
     dataset: Target = ClassificationConfig.dataset,
     epochs: Annotated[
