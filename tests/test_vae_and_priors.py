@@ -345,3 +345,30 @@ def test_busiest_dims_finds_the_coordinates_the_encoder_uses():
         vae.encoder.mu.weight.mul_(torch.tensor([3.0, 0.01, 10.0, 0.001]).view(4, 1, 1, 1))
     kernels = torch.randn(200, 1, 5, 5, dtype=torch.float64)
     assert vae.busiest_dims(kernels) == (2, 0)
+
+
+def test_gaussian_helpers_match_torch_distributions():
+    from torch import distributions as D
+
+    from dwp.nn.gaussian import (
+        gaussian_entropy,
+        gaussian_log_prob,
+        kl_std_normal,
+        std_normal_log_prob,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    x, mu = (
+        torch.randn(5, 1, 3, 3, generator=g, dtype=torch.float64),
+        torch.randn(5, 1, 3, 3, generator=g, dtype=torch.float64),
+    )
+    var = torch.rand(5, 1, 3, 3, generator=g, dtype=torch.float64) + 0.1
+    normal = D.Normal(mu, var.sqrt())
+    torch.testing.assert_close(gaussian_log_prob(x, mu, var), normal.log_prob(x).flatten(1).sum(1))
+    torch.testing.assert_close(
+        std_normal_log_prob(x), D.Normal(0.0, 1.0).log_prob(x).flatten(1).sum(1)
+    )
+    kl = D.kl_divergence(normal, D.Normal(torch.zeros_like(mu), torch.ones_like(var)))
+    torch.testing.assert_close(kl_std_normal(mu, var), kl.flatten(1).sum(1))
+    torch.testing.assert_close(kl_std_normal(mu, var, var.log()), kl.flatten(1).sum(1))
+    torch.testing.assert_close(gaussian_entropy(var.log()), normal.entropy().sum())

@@ -35,9 +35,12 @@ def kl_std_normal(
     mu: torch.Tensor, var: torch.Tensor, log_var: torch.Tensor | None = None
 ) -> torch.Tensor:
     """KL(N(mu, var) || N(0, I)) per row, in closed form: ``0.5 (var + mu^2 - 1 - log var)``;
-    ``log_var`` where the caller has it exactly (otherwise ``var.log()``)."""
-    log_var = var.log() if log_var is None else log_var
-    return 0.5 * (var + mu * mu - 1.0 - log_var).flatten(1).sum(1)
+    ``log_var`` where the caller has it exactly (otherwise ``var.log()``).
+
+    The terms are built in this order on purpose: where ``var`` also feeds other terms, the
+    order in which autograd sums its gradients follows the order the terms were made in, and a
+    change there changes trained weights in the last bits (and runs after them)."""
+    return 0.5 * (var + mu**2 - 1.0 - (var.log() if log_var is None else log_var)).flatten(1).sum(1)
 
 
 def gaussian_entropy(log_var: torch.Tensor) -> torch.Tensor:
