@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import dwp
+from dwp.config import PRESETS
 from dwp.errors import DWPError
 from dwp.experiments.paper import family
 from dwp.io import atomic_path, jsonable, read_json
@@ -280,8 +281,6 @@ def _features_section(out: Path, preset: str) -> list[str]:
 def _rerun_command(out: Path, settings: dict) -> str:
     """The ``dwp reproduce`` call that resumes ``out``: ``--preset NAME`` for a built-in
     preset, ``--preset-file`` with the preset's copy in ``out`` for a custom one."""
-    from dwp.config import PRESETS
-
     preset = settings.get("preset") or {}
     builtin = PRESETS.get(preset.get("name", ""))
     if builtin is not None and jsonable(builtin.to_dict()) == preset:

@@ -161,14 +161,13 @@ def train_bnn(
     """
     out = Path(out)
     device = torch.device(device)
-    result_path = out / _RESULT
     done = finished_result(out, config)
     if done is not None:
         return done
     with run_lock(out):  # one process per run directory (parallel sweeps may overlap)
-        if result_path.is_file():  # finished by another process meanwhile
-            return json.loads(result_path.read_text())
-        check_same_config(out, config.to_dict())
+        done = finished_result(out, config)  # another process may have finished it meanwhile
+        if done is not None:
+            return done
         return _train(config, out, device, data_root, on_epoch, on_eval)
 
 
