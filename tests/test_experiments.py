@@ -53,7 +53,7 @@ def test_experiment_convergence(tiny_priors, tmp_path, capsys):
     # a corrupt run file is a one-line error
     (out / "runs" / "dwp-s1.json").write_text("{not json")
     assert main(_args(tiny_priors, out)) == 2
-    assert "dwp-s1.json is unreadable" in capsys.readouterr().err
+    assert "dwp-s1.json: unreadable JSON" in capsys.readouterr().err
     # another config in the same directory is refused
     assert main(_args(tiny_priors, out, "--lr", "0.01")) == 2
     assert "another config (lr" in capsys.readouterr().err

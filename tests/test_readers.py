@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 
 import numpy as np
@@ -118,9 +119,54 @@ def test_png_folders_skip_corrupt(tmp_path):
     images, labels, skipped = read_png_folders(tmp_path / "notMNIST_small", list("ABCDEFGHIJ"))
     assert images.shape == (30, 1, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [3] * 10
-    assert sorted(p.name for p in skipped) == ["broken0.png", "broken1.png"]
+    assert skipped == {"C": {"unreadable": 2, "wrong_size": 0}}
     first = np.asarray(Image.open(tmp_path / "notMNIST_small" / "A" / "img0.png"))
     np.testing.assert_array_equal(images[0, 0], first)
+
+
+def test_one_odd_size_png_costs_only_itself(tmp_path, caplog):
+    """The expected size is the format's (28x28), not the first file's: a 40x40 image sorted
+    first in A is the one skipped, and said so per class."""
+    root = tmp_path / "notMNIST_small"
+    _png_folders(root, corrupt=0)
+    Image.fromarray(np.zeros((40, 40), np.uint8), mode="L").save(root / "A" / "000big.png")
+    images, labels, skipped = read_png_folders(root, list("ABCDEFGHIJ"))
+    assert images.shape == (30, 1, 28, 28) and np.bincount(labels).tolist() == [3] * 10
+    assert skipped == {"A": {"unreadable": 0, "wrong_size": 1}}
+    ds = load_dataset("notmnist", tmp_path)
+    assert len(ds.train) + len(ds.test) == 30
+    assert ds.info["skipped"] == {"notMNIST_small": skipped}
+    assert "skipped 0 unreadable and 1 images that are not 28x28" in caplog.text
+
+
+def test_a_class_without_usable_images_names_its_folder(tmp_path):
+    root = tmp_path / "notMNIST_small"
+    _png_folders(root, corrupt=0)
+    for f in (root / "D").iterdir():
+        f.write_bytes(b"not a png")
+    with pytest.raises(CorruptFileError, match=r"notMNIST_small/D: no usable 28x28 PNG images "
+                       r"\(3 unreadable\)"):  # fmt: skip
+        read_png_folders(root, list("ABCDEFGHIJ"))
+
+
+def test_decode_cache_sees_a_file_fixed_in_place(tmp_path):
+    root = tmp_path / "notMNIST_small"
+    _png_folders(root, per_class=10, corrupt=0)
+    before = load_dataset("notmnist", tmp_path)
+    target, folder = root / "B" / "img3.png", (root / "B").stat()
+    Image.fromarray(np.full((28, 28), 7, np.uint8), mode="L").save(target)  # fixed in place
+    os.utime(root / "B", ns=(folder.st_atime_ns, folder.st_mtime_ns))  # the folder looks unchanged
+    after = load_dataset("notmnist", tmp_path)
+    changed = (before.train.images != after.train.images).flatten(1).any(1).sum() + (
+        before.test.images != after.test.images
+    ).flatten(1).any(1).sum()
+    assert int(changed) == 1
+
+
+def test_an_empty_idx_set_is_an_error(tmp_path):
+    make_idx_set(tmp_path / "mnist", n_train=0, n_test=5)
+    with pytest.raises(CorruptFileError, match="the train part of mnist holds no images"):
+        load_dataset("mnist", tmp_path)
 
 
 def test_notmnist_large_and_small(tmp_path):
@@ -128,7 +174,7 @@ def test_notmnist_large_and_small(tmp_path):
     _png_folders(tmp_path / "notMNIST_small", per_class=2, corrupt=0)
     ds = load_dataset("notmnist", tmp_path)
     assert (len(ds.train), len(ds.test)) == (40, 20)
-    assert ds.info["skipped_unreadable"] == 1
+    assert ds.info["skipped"] == {"notMNIST_large": {"C": {"unreadable": 1, "wrong_size": 0}}}
     ds2 = load_dataset("notmnist", tmp_path)  # from the decoded cache
     assert torch.equal(ds.train.images, ds2.train.images)
 

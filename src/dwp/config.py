@@ -188,12 +188,29 @@ def check_init_sources(inits, prior_dirs, kernel_dirs) -> None:
         raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
 
 
-def require(what: str, **checks: bool) -> None:
-    """Raise :class:`DWPError` naming every check that is False: ``invalid WHAT: a, b out of
-    range``. The one validation helper of the config classes."""
+def require(what: str, source=None, /, **checks: bool) -> None:
+    """Raise :class:`DWPError` naming every check that is False: ``invalid WHAT: a = 1, b =
+    inf out of range`` (the values read from ``source``'s attributes where it has them). The
+    one validation helper of the config classes."""
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
-        raise DWPError(f"invalid {what}: {', '.join(bad)} out of range")
+        shown = [f"{n} = {getattr(source, n)!r}" if hasattr(source, n) else n for n in bad]
+        raise DWPError(f"invalid {what}: {', '.join(shown)} out of range")
+
+
+def positive(x) -> bool:
+    """A finite number > 0 (rejects NaN and inf, which compare oddly)."""
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def non_negative(x) -> bool:
+    """A finite number >= 0."""
+    return isinstance(x, int | float) and math.isfinite(x) and x >= 0
+
+
+def seed_ok(x) -> bool:
+    """A seed: an integer in 0 .. 2**32 - 1 (what numpy's and torch's generators both take)."""
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32
 
 
 def defaults(config_class) -> dict:
@@ -249,11 +266,13 @@ class SourceConfig:
         self.hidden = _ints(self.hidden)
         require(
             "source config",
+            self,
             nets=self.nets >= 1,
             epochs=self.epochs >= 1,
             batch_size=self.batch_size >= 1,
-            lr=self.lr > 0,
-            l2=self.l2 >= 0,
+            lr=positive(self.lr),
+            l2=non_negative(self.l2),
+            seed=seed_ok(self.seed),
             hidden=valid_hidden(self.hidden),
             arch=self.arch in (*ARCHS, "auto"),
             n_train=self.n_train is None or self.n_train >= 1,
@@ -271,8 +290,10 @@ class KernelConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.min_norm < 0:
-            raise DWPError(f"--min-norm must be >= 0, got {self.min_norm}")
+        if not non_negative(self.min_norm):
+            raise DWPError(f"--min-norm must be a finite number >= 0, got {self.min_norm}")
+        if not seed_ok(self.seed):
+            raise DWPError(f"--seed must be an integer in 0..2**32-1, got {self.seed}")
         if not 0 < self.test_fraction < 1:
             raise DWPError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         if self.max_kernels is not None and self.max_kernels < 1:
@@ -308,9 +329,11 @@ class PriorTrainConfig:
             raise DWPError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         require(
             "prior training config",
+            self,
             epochs=self.epochs >= 1,
             batch_size=self.batch_size >= 1,
-            lr=self.lr > 0,
+            lr=positive(self.lr),
+            seed=seed_ok(self.seed),
             min_steps=self.min_steps >= 0,
         )
 
@@ -379,17 +402,22 @@ class BNNConfig:
         self.kernel_dirs = _paths(self.kernel_dirs)
         require(
             "Bayesian CNN config",
+            self,
             examples=self.examples is None or self.examples >= 1,
+            split_seed=seed_ok(self.split_seed),
+            seed=seed_ok(self.seed),
             epochs=self.epochs >= 1,
             batch_size=self.batch_size >= 1,
-            lr=self.lr > 0,
+            lr=positive(self.lr),
+            log_sigma2_init=isinstance(self.log_sigma2_init, int | float)
+            and math.isfinite(self.log_sigma2_init),
             hidden=valid_hidden(self.hidden),
             arch=self.arch in (*ARCHS, "auto"),
             eval_every=self.eval_every is None or self.eval_every >= 1,
             ens_samples=self.ens_samples >= 1,
             dwp_samples=self.dwp_samples >= 1,
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
-            normal_std=self.normal_std > 0,
+            normal_std=positive(self.normal_std),
         )
         if (self.prior is PriorKind.dwp or self.init is Init.dwp) and not self.prior_dirs:
             raise DWPError(
@@ -443,14 +471,17 @@ class ClassificationConfig:
             )
         require(
             "classification config",
+            self,
             examples=len(self.examples) >= 1 and min(self.examples) >= 1,
-            splits=len(self.splits) >= 1 and len(set(self.splits)) == len(self.splits),
+            splits=len(self.splits) >= 1
+            and len(set(self.splits)) == len(self.splits)
+            and all(seed_ok(v) for v in self.splits),
             methods=len(self.methods) >= 1 and len(set(self.methods)) == len(self.methods),
             epochs=self.epochs >= 1,
             hidden=valid_hidden(self.hidden),
             arch=self.arch in (*ARCHS, "auto"),
-            lr=self.lr > 0,
-            l2=self.l2 >= 0,
+            lr=positive(self.lr),
+            l2=non_negative(self.l2),
             ens_samples=self.ens_samples >= 1,
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
         )
@@ -499,14 +530,17 @@ class ConvergenceConfig:
         self.kernel_dirs = _paths(self.kernel_dirs)
         require(
             "convergence config",
+            self,
             examples=self.examples is None or self.examples >= 1,
             hidden=valid_hidden(self.hidden),
             arch=self.arch in (*ARCHS, "auto"),
             inits=len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
-            seeds=len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+            seeds=len(self.seeds) >= 1
+            and len(set(self.seeds)) == len(self.seeds)
+            and all(seed_ok(v) for v in self.seeds),
             steps=self.steps >= 1,
             batch_size=self.batch_size >= 1,
-            lr=self.lr > 0,
+            lr=positive(self.lr),
             eval_every=self.eval_every >= 1,
             z_dim=self.z_dim >= 1,
         )
@@ -549,15 +583,18 @@ class FeaturesConfig:
         self.kernel_dirs = _paths(self.kernel_dirs)
         require(
             "random-feature config",
+            self,
             examples=self.examples is None or self.examples >= 1,
             base_hidden=valid_hidden(self.base_hidden),
             arch=self.arch in (*ARCHS, "auto"),
             scales=len(self.scales) >= 1 and all(0 < k <= 64 for k in self.scales),
             inits=len(self.inits) >= 1 and len(set(self.inits)) == len(self.inits),
-            seeds=len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+            seeds=len(self.seeds) >= 1
+            and len(set(self.seeds)) == len(self.seeds)
+            and all(seed_ok(v) for v in self.seeds),
             epochs=self.epochs >= 1,
             batch_size=self.batch_size >= 1,
-            lr=self.lr > 0,
+            lr=positive(self.lr),
         )
         check_init_sources(self.inits, self.prior_dirs, self.kernel_dirs)
 

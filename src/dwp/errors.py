@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CorruptFileError", "DWPError", "DatasetNotFoundError"]
+__all__ = ["CorruptFileError", "DWPError", "DatasetNotFoundError", "NonFiniteError"]
 
 
 class DWPError(Exception):
@@ -37,3 +37,8 @@ class CorruptFileError(DWPError, ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class NonFiniteError(DWPError, ArithmeticError):
+    """A loss, metric or parameter became NaN or infinite: the run diverged (or its input holds
+    such values). Training stops before anything claims to be finished."""

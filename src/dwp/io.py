@@ -1,26 +1,36 @@
-"""Small file helpers: atomic writes (nothing half-written is ever left behind), JSON records,
-the one-config-per-directory check, and a per-directory lock."""
+"""Small file helpers: atomic writes (nothing half-written is ever left behind), strict JSON
+records (NaN and inf are refused, not written as the non-JSON ``NaN``), the finiteness check of
+a result, safe loading of ``.pt`` files, the one-config-per-directory check, and a
+per-directory lock."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import json
+import math
 import os
+import shutil
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from dwp.errors import DWPError
+from dwp.errors import CorruptFileError, DWPError, NonFiniteError
 
 __all__ = [
     "append_jsonl",
     "atomic_path",
+    "check_finite",
     "check_same_config",
+    "cleanup_on_failure",
     "jsonable",
+    "load_torch",
     "read_json",
+    "read_jsonl",
     "run_lock",
+    "truncate_jsonl",
     "write_csv",
     "write_json",
 ]
@@ -48,6 +58,34 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def cleanup_on_failure(directory: str | Path, keep: Iterable[str] = ()) -> Iterator[Path]:
+    """Run the block; if it raises (a bad input, Ctrl-C), remove what it created in
+    ``directory``: the directory itself and any parents it made, or in a directory that existed
+    the entries that are new. Nothing is removed where an entry named in ``keep`` now exists
+    (a checkpoint: progress the next run resumes from)."""
+    directory = Path(directory).absolute()
+    top = directory
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent  # the topmost directory the block may create
+    before = set(os.listdir(directory)) if directory.is_dir() else None
+    try:
+        yield directory
+    except BaseException:
+        if not any((directory / k).exists() for k in keep):
+            if before is None:
+                if top.is_dir():  # it did not exist when the block began
+                    shutil.rmtree(top, ignore_errors=True)
+            elif directory.is_dir():
+                for name in set(os.listdir(directory)) - before:
+                    path = directory / name
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -102,17 +140,112 @@ def jsonable(value):
     return json.loads(json.dumps(value))
 
 
+def _non_finite(value, key: str = "") -> Iterator[tuple[str, float]]:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            yield key, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, f"{key}[{i}]")
+
+
+def check_finite(record, what: str) -> None:
+    """Raise :class:`~dwp.errors.NonFiniteError` naming the numbers of ``record`` (nested dicts
+    and lists of floats) that are NaN or infinite: ``WHAT: nll = nan, ece = nan``."""
+    bad = list(_non_finite(record))
+    if bad:
+        shown = ", ".join(f"{k} = {v}" for k, v in bad[:4]) + (" ..." if len(bad) > 4 else "")
+        raise NonFiniteError(f"{what}: {shown}")
+
+
 def write_json(path: str | Path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, strict JSON, atomically (a NaN or inf in it is a bug of the
+    caller, which should have refused it: ``ValueError``)."""
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+        Path(tmp).write_text(text)
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append ``record`` as one JSON line to ``path`` (a run's metrics log; a line is
-    written whole by one ``write``)."""
+    """Append ``record`` as one strict JSON line to ``path`` (a run's metrics log; a line is
+    written whole by one ``write``; a kill can still tear the last one, which
+    :func:`read_jsonl` drops)."""
+    line = json.dumps(record, allow_nan=False) + "\n"
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines log. A torn last line (the process was killed while
+    appending it) is dropped; an unreadable line before the last is
+    :class:`~dwp.errors.CorruptFileError` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(path, f"not a text file of JSON lines ({exc.reason})") from None
+    lines = text.splitlines()
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) and not text.endswith("\n"):
+                break  # torn by a kill mid-append: the record was never complete
+            raise CorruptFileError(path, f"line {i} is not a JSON record") from None
+        if not isinstance(record, dict):
+            raise CorruptFileError(path, f"line {i} is not a JSON record")
+        records.append(record)
+    return records
+
+
+def truncate_jsonl(path: str | Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite a JSON-lines log with only the records ``keep`` accepts (those of the epochs a
+    resumed run's checkpoint holds), atomically; a torn last line goes too."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    records = [r for r in read_jsonl(path) if keep(r)]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+
+
+def _load_problem(path: Path, exc: Exception) -> str:
+    message = str(exc)
+    if isinstance(exc, EOFError) or (path.is_file() and path.stat().st_size == 0):
+        return "the file is empty"
+    if "Weights only load failed" in message or "Unpickl" in type(exc).__name__:
+        # never pass on torch's advice to retry with weights_only=False: for a file of unknown
+        # origin that would run whatever code it holds
+        return "not tensors and plain containers, the only content dwp loads"
+    if "central directory" in message or "PytorchStreamReader" in message:
+        return "truncated or damaged (not a complete torch zip archive)"
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
+
+
+def load_torch(path: str | Path, what: str, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so an
+    untrusted file cannot run code. A file that is not one is
+    :class:`~dwp.errors.CorruptFileError`: ``PATH: not a readable WHAT (why)``."""
+    import torch
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # missing, unreadable, a directory: the CLI names the path
+    except Exception as exc:  # a damaged archive can raise almost anything
+        raise CorruptFileError(
+            path, f"not a readable {what} ({_load_problem(path, exc)})"
+        ) from None
 
 
 def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable]) -> None:
@@ -123,12 +256,14 @@ def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable]) -> 
         w.writerows(rows)
 
 
-def read_json(path: str | Path):
-    """The JSON in ``path``; :class:`~dwp.errors.DWPError` if it cannot be read or parsed."""
+def read_json(path: str | Path, remedy: str = "delete it to start over"):
+    """The JSON in ``path``; :class:`~dwp.errors.CorruptFileError` if it cannot be read or
+    parsed, ending in ``remedy`` (a run's own state: delete it; a user's input: what to fix)."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise DWPError(f"{path} is unreadable ({exc}); delete it to start over") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CorruptFileError(path, f"unreadable JSON ({why}); {remedy}") from None
 
 
 def check_same_config(directory: str | Path, want: dict, what: str = "a run") -> None:

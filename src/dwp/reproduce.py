@@ -145,13 +145,11 @@ def reproduce(
         info = {}
         for layer, d in zip(layers, prior_dirs, strict=True):
             cfg, vae_shape, median_norm = configs["priors"].get(layer, no_args)
-            if not (Path(d) / "prior.json").is_file() or not (Path(d) / "weights.pt").is_file():
-                _, meta = fit_prior(kdir / layer, d, cfg, device, **vae_shape,
-                                    on_epoch=progress("priors"))  # fmt: skip
-                metrics = meta["metrics"]
-                info[layer] = {
-                    "test_elbo": metrics.get("test", metrics["train"])["elbo_per_kernel"]
-                }
+            # a finished prior is loaded, a killed one resumes from its checkpoint
+            _, meta = fit_prior(kdir / layer, d, cfg, device, **vae_shape,
+                                on_epoch=progress("priors"))  # fmt: skip
+            metrics = meta["metrics"]
+            info[layer] = {"test_elbo": metrics.get("test", metrics["train"])["elbo_per_kernel"]}
             if median_norm:
                 bnn_d = out / "priors" / f"{layer}-rescaled"
                 _, rescaled = rescale_prior(d, bnn_d, median_norm=median_norm)

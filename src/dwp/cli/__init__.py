@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Annotated
 
 import typer
@@ -83,19 +84,68 @@ def _expand_multi_value(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``dwp`` console script; returns the exit status."""
+    """Entry point of the ``dwp`` console script; returns the exit status.
+
+    The one place where failures become what the user sees: a usage error, a
+    :class:`~dwp.errors.DWPError` or an ``OSError`` on the user's paths is one line on stderr
+    and exit status 2; Ctrl-C is one line and 130; anything else is a bug in dwp and shows its
+    traceback and how to report it (status 1).
+    """
     argv = _expand_multi_value(list(sys.argv[1:] if argv is None else argv))
+    command = typer.main.get_command(app)
     try:
-        app(args=argv, prog_name="dwp")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except DWPError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return 2
+        with command.make_context("dwp", argv) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except typer.TyperException as exc:  # usage errors (typer's click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `dwp prior`: the group's help
+            typer.echo(exc.format_message(), err=True)
+            return exc.exit_code
+        return _fail(_usage_line(exc), exc.exit_code)
+    except typer.Abort:
+        return _fail("aborted", 1)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+        return _fail(
+            "interrupted; runs resume from their last checkpoint when the same command is "
+            "given again",
+            130,
+        )
+    except DWPError as exc:
+        return _fail(str(exc), 2)
+    except OSError as exc:
+        return _fail(os_error_line(exc), 2)
+    except Exception:  # a bug: the traceback is what a report needs
+        traceback.print_exc()
+        return _fail(
+            f"this is a bug in dwp {dwp.__version__}, not in your input: please report it to "
+            "the project's issue tracker with the command, `dwp --version` and the traceback "
+            "above",
+            1,
+        )
     return 0
+
+
+def _fail(message: str, status: int) -> int:
+    typer.echo("error: " + " ".join(message.split()), err=True)  # always one line
+    return status
+
+
+def _usage_line(exc: typer.TyperException) -> str:
+    """A click usage error as one line, with the command whose --help explains it."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return exc.format_message() + hint
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` of an OSError on a user's path (permission, a file where a directory
+    belongs, a full disk)."""
+    reason = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {reason}" if where else f"{reason} ({exc})"
 
 
 def run() -> None:  # console-script wrapper: exit with main's status

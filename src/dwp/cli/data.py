@@ -58,8 +58,12 @@ def data_preview(
     typer.echo(f"wrote {path}  ({name}: {len(ds.train)} train / {len(ds.test)} test; {ds.source})")
     if ds.info.get("fonts"):
         typer.echo(f"fonts: {len(ds.info['fonts'])}")
-    if ds.info.get("skipped_unreadable"):
-        typer.echo(f"skipped {ds.info['skipped_unreadable']} unreadable images")
+    for folder, by_class in ds.info.get("skipped", {}).items():
+        counts = ", ".join(
+            f"{c}: {b['unreadable']} unreadable, {b['wrong_size']} of another size"
+            for c, b in by_class.items()
+        )
+        typer.echo(f"skipped in {folder}: {counts}")
 
 
 @app.command("render-letters")

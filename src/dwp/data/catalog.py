@@ -12,7 +12,9 @@ Each dataset has a train and a test part (:class:`ImageSet`), images float32 in 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,21 +217,51 @@ def _notmnist_folders(roots: list[Path]) -> list[Path]:
     return [d for d in _under(roots, ("", "notmnist", "notMNIST")) if d.is_dir()]
 
 
-def _read_png_folder_cached(folder: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """Decode a notMNIST folder once; later loads read the decoded arrays from the cache."""
-    stamp = [str(folder.resolve())]
+NOTMNIST_SIZE = (28, 28)  # the format's image size: every notMNIST PNG is 28x28
+
+
+def _png_folder_key(folder: Path) -> str:
+    """A digest of every PNG's name, size and modification time under the class folders: a file
+    fixed, added or removed in place changes it (a folder's own time need not)."""
+    h = hashlib.sha256(f"{folder.resolve()}|{NOTMNIST_SIZE}|v2".encode())
     for letter in LETTERS:
         sub = folder / letter
-        stamp.append(f"{letter}:{sub.stat().st_mtime_ns if sub.is_dir() else 0}")
-    key = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
-    path = cache_dir() / "notmnist" / f"{folder.name}-{key}.npz"
+        if not sub.is_dir():
+            h.update(f"|{letter}:missing".encode())
+            continue
+        with os.scandir(sub) as entries:
+            files = sorted((e.name, e.stat()) for e in entries if e.name.lower().endswith(".png"))
+        for name, st in files:
+            h.update(f"|{letter}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _log_skipped(folder: Path, skipped: dict) -> None:
+    for name, bad in skipped.items():
+        log.warning(
+            "%s: skipped %d unreadable and %d images that are not %dx%d",
+            folder / name, bad["unreadable"], bad["wrong_size"], *NOTMNIST_SIZE,
+        )  # fmt: skip
+
+
+def _read_png_folder_cached(folder: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Decode a notMNIST folder once; later loads read the decoded arrays from the cache (keyed
+    on the files' sizes and times). Returns images, labels and the skipped images per class."""
+    path = cache_dir() / "notmnist" / f"{folder.name}-{_png_folder_key(folder)}.npz"
     if path.exists():
-        with np.load(path) as z:
-            return z["images"], z["labels"], int(z["skipped"])
-    images, labels, skipped = readers.read_png_folders(folder, list(LETTERS))
+        try:
+            with np.load(path) as z:
+                images, labels = z["images"], z["labels"]
+                skipped = json.loads(str(z["skipped"]))
+            _log_skipped(folder, skipped)
+            return images, labels, skipped
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache entry: decode again
+    images, labels, skipped = readers.read_png_folders(folder, list(LETTERS), NOTMNIST_SIZE)
     with atomic_path(path) as tmp:
-        np.savez(tmp, images=images, labels=labels, skipped=len(skipped))
-    return images, labels, len(skipped)
+        np.savez(tmp, images=images, labels=labels, skipped=json.dumps(skipped))
+    _log_skipped(folder, skipped)
+    return images, labels, skipped
 
 
 def _notmnist(roots: list[Path], **_: object) -> Dataset:
@@ -241,12 +273,13 @@ def _notmnist(roots: list[Path], **_: object) -> Dataset:
         if not (large.is_dir() or small.is_dir()):
             continue
         parts = {}
-        skipped = 0
+        skipped = {}
         for part in (large, small):
             if part.is_dir():
                 x, y, s = _read_png_folder_cached(part)
                 parts[part.name] = (x, y)
-                skipped += s
+                if s:
+                    skipped[part.name] = s
         if len(parts) == 2:
             (tr_x, tr_y), (te_x, te_y) = parts["notMNIST_large"], parts["notMNIST_small"]
             source = f"{large} (train), {small} (test)"
@@ -261,7 +294,7 @@ def _notmnist(roots: list[Path], **_: object) -> Dataset:
             ImageSet.from_uint8(te_x, te_y),
             tuple(LETTERS),
             source=source,
-            info={"skipped_unreadable": skipped},
+            info={"skipped": skipped},  # part -> class -> {"unreadable", "wrong_size"}
         )
     raise DatasetNotFoundError(
         "notmnist",
@@ -426,7 +459,11 @@ def load_dataset(
         **options: dataset-specific options; ``letters`` takes ``n_train``, ``n_test``, ``seed``.
     """
     spec = _spec(name)
-    return spec.loader(data_roots(data_root), **options)
+    ds = spec.loader(data_roots(data_root), **options)
+    for part, images in (("train", ds.train), ("test", ds.test)):
+        if not len(images):
+            raise CorruptFileError(ds.source, f"the {part} part of {name} holds no images")
+    return ds
 
 
 def dataset_status(

@@ -9,7 +9,6 @@ Every reader raises :class:`~dwp.errors.CorruptFileError` naming the file and th
 from __future__ import annotations
 
 import gzip
-import logging
 import pickle
 from pathlib import Path
 
@@ -26,7 +25,6 @@ __all__ = [
     "write_idx",
 ]
 
-log = logging.getLogger(__name__)
 
 # IDX type codes (third byte of the magic number) -> numpy big-endian dtypes.
 _IDX_DTYPES = {
@@ -127,23 +125,28 @@ def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
 
 
 def read_png_folders(
-    root: str | Path, classes: list[str]
-) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    root: str | Path, classes: list[str], size: tuple[int, int] = (28, 28)
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, int]]]:
     """Read a folder-per-class layout of grey images (the notMNIST archives).
 
     ``root/<class>/*.png`` for each name in ``classes``; the label of an image is the index of
-    its folder in ``classes``. Unreadable images (the real notMNIST archives hold a few) are
-    skipped and returned as the third element, so the caller can report them.
+    its folder in ``classes``. Every image must be ``size`` (height, width), the format's size
+    (28x28 for notMNIST), never one guessed from the first file. Unreadable images (the real
+    notMNIST archives hold a few) and images of another size are skipped and counted per class:
+    the third element is ``{class: {"unreadable": n, "wrong_size": m}}`` for the classes
+    that had any. A class folder left with no image is :class:`CorruptFileError` naming it.
     """
     root = Path(root)
+    size = tuple(size)
     images: list[np.ndarray] = []
     labels: list[int] = []
-    skipped: list[Path] = []
-    shape: tuple[int, int] | None = None
+    skipped: dict[str, dict[str, int]] = {}
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise CorruptFileError(root, f"class folder {name!r} missing (expected {classes})")
+        bad = {"unreadable": 0, "wrong_size": 0}
+        found = 0
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() != ".png":
                 continue
@@ -151,19 +154,23 @@ def read_png_folders(
                 with Image.open(file) as img:
                     arr = np.asarray(img.convert("L"), dtype=np.uint8)
             except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
-                skipped.append(file)
+                bad["unreadable"] += 1
                 continue
-            if shape is None:
-                shape = arr.shape
-            if arr.shape != shape:
-                skipped.append(file)
+            if arr.shape != size:
+                bad["wrong_size"] += 1
                 continue
             images.append(arr)
             labels.append(label)
-    if not images:
-        raise CorruptFileError(root, f"no readable PNG images in class folders {classes}")
-    if skipped:
-        log.warning("skipped %d unreadable images under %s", len(skipped), root)
+            found += 1
+        if any(bad.values()):
+            skipped[name] = bad
+        if not found:
+            why = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in bad.items() if n)
+            raise CorruptFileError(
+                folder,
+                f"no usable {size[0]}x{size[1]} PNG images"
+                + (f" ({why})" if why else " (the folder holds no .png files)"),
+            )
     return np.stack(images)[:, None], np.asarray(labels, dtype=np.int64), skipped
 
 
@@ -198,7 +205,15 @@ def read_cifar_batches(
                 path, f"missing keys: expected 'data' and {label_key!r}, found {sorted(batch)}"
             )
         data = np.asarray(batch["data"])
-        lab = np.asarray(batch[label_key], dtype=np.int64)
+        try:
+            lab = np.asarray(batch[label_key])
+            if lab.dtype.kind not in "iub":  # strings, floats, objects
+                raise TypeError(lab.dtype)
+            lab = lab.astype(np.int64)
+        except (TypeError, ValueError):
+            raise CorruptFileError(
+                path, f"{label_key!r} must be a list of integer class indices"
+            ) from None
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise CorruptFileError(
                 path, f"expected uint8 data of shape (N, 3072), got {data.dtype} {data.shape}"

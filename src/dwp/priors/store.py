@@ -17,13 +17,14 @@ import torch
 import yaml
 
 from dwp.errors import DWPError
-from dwp.io import atomic_path, write_json
+from dwp.io import atomic_path, check_same_config, jsonable, load_torch, write_json
 from dwp.kernels import kernel_diversity, kernel_norms, load_kernel_file
 from dwp.priors.vae import KernelVAE, VAEConfig
 
 __all__ = [
     "PRIOR_FORMAT",
     "PRIOR_FORMAT_VERSION",
+    "claim_prior_dir",
     "import_reference_prior",
     "kernel_summary",
     "load_prior",
@@ -63,11 +64,32 @@ def sample_diversity(vae: KernelVAE, n: int = 2048, seed: int = 0) -> dict:
     return kernel_diversity(drawn.cpu().numpy(), seed=seed)
 
 
+def claim_prior_dir(out: str | Path, settings: dict) -> None:
+    """Refuse to write a prior into ``out`` unless it is new, empty, or holds the prior of the
+    same ``settings`` (its ``config.json``: what trained, imported or rescaled it), so that no
+    prior is overwritten by another without a word."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DWPError(f"{out} is a file; a prior directory was expected there")
+    check_same_config(out, jsonable(settings), "a prior")
+    if out.is_dir() and not (out / "config.json").is_file():
+        entries = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+        if entries:
+            more = ", ..." if len(entries) > 3 else ""
+            raise DWPError(
+                f"{out} is not empty ({', '.join(entries[:3])}{more}) and records no prior "
+                "config (config.json); use another --out or delete it"
+            )
+
+
 def save_prior(vae: KernelVAE, out: str | Path, **info) -> Path:
     """Write ``vae`` and ``info`` (JSON-serialisable: training config, kernel stats, metrics) to
-    the prior directory ``out``; each file atomically."""
+    the prior directory ``out``. ``prior.json`` is removed first and written last, so a write
+    killed midway leaves an incomplete directory that :func:`load_prior` refuses, never new
+    weights beside old metadata."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / _META).unlink(missing_ok=True)
     meta = {
         "format": PRIOR_FORMAT,
         "format_version": PRIOR_FORMAT_VERSION,
@@ -97,8 +119,10 @@ def load_prior(
         )
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DWPError(f"{meta_path}: not valid JSON ({exc})") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DWPError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DWPError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != PRIOR_FORMAT or meta.get("format_version") != PRIOR_FORMAT_VERSION:
         raise DWPError(
             f"{path}: prior of format {meta.get('format')!r} version "
@@ -107,13 +131,17 @@ def load_prior(
         )
     try:
         config = VAEConfig(**meta["vae"])
-        state = torch.load(weights_path, map_location=map_location, weights_only=True)
-        vae = KernelVAE(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DWPError(f"{meta_path}: no valid 'vae' architecture ({exc})") from None
+    state = load_torch(weights_path, "kernel VAE state dict", map_location=map_location)
+    vae = KernelVAE(config)
+    try:
         vae.load_state_dict(state)
-    except DWPError:
-        raise
-    except Exception as exc:
-        raise DWPError(f"{path}: weights do not match the architecture in {_META} ({exc})") from exc
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2])[:200]
+        raise DWPError(
+            f"{weights_path}: does not match the architecture in {_META} ({detail})"
+        ) from None
     vae.to(map_location).eval()
     return vae, meta
 
@@ -151,21 +179,30 @@ def import_reference_prior(ref_dir: str | Path, out: str | Path) -> tuple[Kernel
         )
     try:
         params = yaml.safe_load(params_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DWPError(f"{params_path}: not valid YAML ({exc})") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise DWPError(f"{params_path}: not valid YAML ({problem})") from None
+    if not isinstance(params, dict):
+        raise DWPError(
+            f"{params_path}: expected a mapping of kernel_dim, z_dim, hidden_dim, var; got a "
+            f"{type(params).__name__}"
+        )
     need = [k for k in ("kernel_dim", "z_dim", "hidden_dim") if k not in params]
     if need:
         raise DWPError(f"{params_path}: missing keys {', '.join(need)}")
+    for key in ("kernel_dim", "z_dim", "hidden_dim"):
+        value = params[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise DWPError(f"{params_path}: {key} must be a positive integer, got {value!r}")
     if str(params.get("var", "train")) != "train":
         raise DWPError(
             f"{params_path}: var={params['var']!r} (a fixed decoder variance) is not supported; "
             "only priors trained with var: train can be imported"
         )
-    config = VAEConfig(int(params["kernel_dim"]), int(params["z_dim"]), int(params["hidden_dim"]))
-    try:
-        ref_state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DWPError(f"{weights_path}: not a readable state dict ({exc})") from exc
+    config = VAEConfig(params["kernel_dim"], params["z_dim"], params["hidden_dim"])
+    out = Path(out)
+    claim_prior_dir(out, {"imported_from": str(ref_dir.resolve()), "reference_params": params})
+    ref_state = load_torch(weights_path, "state dict of a reference kernel VAE")
     if not isinstance(ref_state, dict):
         raise DWPError(f"{weights_path}: expected a state dict, got {type(ref_state).__name__}")
     state, unknown = {}, []
@@ -188,6 +225,7 @@ def import_reference_prior(ref_dir: str | Path, out: str | Path) -> tuple[Kernel
             f"z_dim {config.z_dim}, hidden_dim {config.hidden} ({detail})"
         ) from exc
     info = {"imported_from": str(ref_dir.resolve()), "reference_params": params}
+    write_json(out / "config.json", jsonable(info))  # first: a killed import can be re-run
     save_prior(vae, out, **info)
     return vae.eval(), info
 
@@ -230,6 +268,10 @@ def rescale_prior(
         factor = median_norm / current
     if not (factor > 0 and math.isfinite(factor)):
         raise DWPError(f"the scale factor must be positive and finite, got {factor}")
+    settings = {"rescaled_from": str(src.resolve()), "factor": factor}
+    if src.resolve() == Path(out).resolve():
+        raise DWPError(f"{out}: rescale into another directory than the prior itself")
+    claim_prior_dir(out, settings)
     k2 = vae.kernel_size**2
     vae.config = dataclasses.replace(vae.config, scale=vae.config.scale * factor)
     info = {key: v for key, v in meta.items() if key not in ("format", "format_version", "vae")}
@@ -245,6 +287,7 @@ def rescale_prior(
                 part[key] += shift
     previous = meta.get("rescaled", {}).get("factor", 1.0)
     info["rescaled"] = {"factor": previous * factor, "from": str(src.resolve())}
+    write_json(out / "config.json", settings)  # first: a killed rescale can be re-run
     save_prior(vae, out, **info)
     return vae.eval(), info
 

@@ -21,7 +21,6 @@ from its last checkpoint and ends exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -33,9 +32,21 @@ from torch.nn import functional as F
 
 from dwp.config import BNN_FORMAT_VERSION, BNNConfig, Init, PriorKind
 from dwp.data import few_shot, load_dataset
-from dwp.errors import DWPError
+from dwp.errors import DWPError, NonFiniteError
 from dwp.eval import evaluate_bnn
-from dwp.io import append_jsonl, atomic_path, check_same_config, read_json, run_lock, write_json
+from dwp.io import (
+    append_jsonl,
+    atomic_path,
+    check_finite,
+    check_same_config,
+    cleanup_on_failure,
+    load_torch,
+    read_json,
+    read_jsonl,
+    run_lock,
+    truncate_jsonl,
+    write_json,
+)
 from dwp.nn import (
     bayesianize,
     build_net,
@@ -128,12 +139,38 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
     run = Path(run)
     if not ((run / _CONFIG).is_file() and (run / _CHECKPOINT).is_file()):
         raise DWPError(f"{run} is not a Bayesian CNN run (needs {_CONFIG} and {_CHECKPOINT})")
-    config = BNNConfig(**read_json(run / _CONFIG))
-    ckpt = torch.load(run / _CHECKPOINT, map_location="cpu", weights_only=True)
+    config = _stored_config(run / _CONFIG)
+    ckpt = _load_checkpoint(run / _CHECKPOINT)
     ds = ckpt["data_shape"]
     model = build_bnn(config, ds["channels"], ds["classes"], ds["size"], device)
     model.load_state_dict(ckpt["model"])
     return model, config
+
+
+def _stored_config(path: Path) -> BNNConfig:
+    stored = read_json(path)
+    try:
+        return BNNConfig(**stored)
+    except (TypeError, ValueError) as exc:  # not a BNNConfig's fields
+        raise DWPError(f"{path}: not a Bayesian CNN run's config ({exc})") from None
+
+
+_CHECKPOINT_KEYS = ("epoch", "wall_s", "model", "optimizer", "scheduler", "data_rng", "noise_rng",
+                    "data_shape")  # fmt: skip
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """A run's checkpoint (on CPU: the RNG states stay there); damaged ones are one line that
+    says how to start the run over."""
+    remedy = "delete it to start the run over"
+    try:
+        ckpt = load_torch(path, "checkpoint", map_location="cpu")
+    except DWPError as exc:
+        raise DWPError(f"{exc}; {remedy}") from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise DWPError(f"{path}: not a Bayesian CNN checkpoint (no {', '.join(missing)}); {remedy}")
+    return ckpt
 
 
 def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
@@ -142,7 +179,11 @@ def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
     out = Path(out)
     check_same_config(out, config.to_dict())
     path = out / _RESULT
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    result = read_json(path)
+    check_finite(result, f"{path} is not a valid result (delete it to re-run the run)")
+    return result
 
 
 def train_bnn(
@@ -164,7 +205,8 @@ def train_bnn(
     done = finished_result(out, config)
     if done is not None:
         return done
-    with run_lock(out):  # one process per run directory (parallel sweeps may overlap)
+    # a run that fails before its first checkpoint leaves nothing behind
+    with cleanup_on_failure(out, keep=[_CHECKPOINT]), run_lock(out):  # one process per run
         done = finished_result(out, config)  # another process may have finished it meanwhile
         if done is not None:
             return done
@@ -187,21 +229,32 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     data_gen = torch.Generator().manual_seed(config.seed + 1)
     noise_gen = torch.Generator(device).manual_seed(config.seed + 2)
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / _CONFIG, config.to_dict())
     start_epoch, wall = 0, 0.0
     ckpt_path = out / _CHECKPOINT
     if ckpt_path.is_file():
-        ckpt = torch.load(
-            ckpt_path, map_location="cpu", weights_only=True
-        )  # RNG states stay on CPU
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        data_gen.set_state(ckpt["data_rng"])
-        noise_gen.set_state(ckpt["noise_rng"])
+        ckpt = _load_checkpoint(ckpt_path)
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            data_gen.set_state(ckpt["data_rng"])
+            noise_gen.set_state(ckpt["noise_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise DWPError(
+                f"{ckpt_path}: does not fit this run's model ({type(exc).__name__}: {first}); "
+                "delete it to start the run over"
+            ) from None
         start_epoch, wall = ckpt["epoch"], ckpt["wall_s"]
     _truncate_metrics(out / _METRICS, start_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / _CONFIG, config.to_dict())
+
+    def kept() -> str:
+        return (f"{out} stays resumable from its checkpoint of epoch {start_epoch}" if saved[0]
+                else "nothing was kept")  # fmt: skip
+
+    saved = [ckpt_path.is_file()]
 
     data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
     every = config.epochs_between_evals
@@ -220,9 +273,9 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
             if not torch.isfinite(loss):
                 step = (epoch - 1) * steps_per_epoch + b + 1
                 d, k = float(data.detach()), float(kl.detach())
-                raise DWPError(
+                raise NonFiniteError(
                     f"the loss became {d + k} at step {step} (epoch {epoch}; data term {d:.4g}, "
-                    f"KL {k:.4g}); try a lower --lr"
+                    f"KL {k:.4g}); {kept()}; try a lower --lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,6 +304,11 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
             record = {**figures, "step": epoch * steps_per_epoch,
                       "lr": sched.get_last_lr()[0], **test, "seconds": elapsed}  # fmt: skip
             del record["epochs"]
+            try:  # a last step can turn the weights to NaN after a finite loss
+                check_finite(record, f"the evaluation after epoch {epoch} (step "
+                             f"{record['step']}) gave")  # fmt: skip
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"{exc}; {kept()}; try a lower --lr") from None
             append_jsonl(out / _METRICS, record)
             ckpt = {"format_version": BNN_FORMAT_VERSION, "epoch": epoch, "wall_s": elapsed,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -259,10 +317,11 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
                     "config": config.to_dict()}  # fmt: skip
             with atomic_path(ckpt_path) as tmp:
                 torch.save(ckpt, tmp)
+            saved[0], start_epoch = True, epoch
             if on_eval is not None:
                 on_eval(record)
     if record is None:  # resumed from the final checkpoint, killed before result.json
-        record = _last_metrics(out / _METRICS)
+        record = _last_metrics(out / _METRICS, config.epochs)
     result = {
         "ens_acc": record["ens_acc"],
         "sample_acc": record["sample_acc"],
@@ -285,20 +344,28 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
         "split_seed": config.split_seed,
         "device": str(device),
     }
+    check_finite(result, "the result")  # every number was checked on the way: a bug otherwise
     write_json(result_path, result)
     return result
 
 
+def _epoch(path: Path, record: dict) -> int:
+    epoch = record.get("epoch")
+    if not isinstance(epoch, int):
+        raise DWPError(f"{path}: a record without an epoch number; delete the run to start over")
+    return epoch
+
+
 def _truncate_metrics(path: Path, epoch: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip()
-            and json.loads(ln)["epoch"] <= epoch]  # fmt: skip
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(ln + "\n" for ln in keep))
+    """Drop metric lines written after the checkpoint we resume from (and a line torn by a
+    kill)."""
+    truncate_jsonl(path, lambda r: _epoch(path, r) <= epoch)
 
 
-def _last_metrics(path: Path) -> dict:
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1])
+def _last_metrics(path: Path, epoch: int) -> dict:
+    records = read_jsonl(path) if path.is_file() else []
+    if not records or _epoch(path, records[-1]) != epoch:
+        raise DWPError(
+            f"{path} lacks the record of the final epoch {epoch}; delete the run to start over"
+        )
+    return records[-1]

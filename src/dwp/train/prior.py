@@ -16,10 +16,19 @@ import numpy as np
 import torch
 
 from dwp.config import PriorTrainConfig
-from dwp.errors import DWPError
-from dwp.io import append_jsonl
+from dwp.errors import DWPError, NonFiniteError
+from dwp.io import (
+    append_jsonl,
+    atomic_path,
+    check_finite,
+    cleanup_on_failure,
+    load_torch,
+    run_lock,
+    truncate_jsonl,
+    write_json,
+)
 from dwp.kernels import kernel_norms, load_kernel_file
-from dwp.priors.store import kernel_summary, save_prior
+from dwp.priors.store import claim_prior_dir, kernel_summary, load_prior, save_prior
 from dwp.priors.vae import KernelVAE, default_vae_config
 from dwp.train.loop import adam_linear_decay, shuffled_batches
 
@@ -102,6 +111,8 @@ def train_prior(
     test: torch.Tensor | None,
     config: PriorTrainConfig,
     on_epoch: Callable[[dict], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_seconds: float = 30.0,
 ) -> list[dict]:
     """Train ``vae`` in place on kernels ``train`` (N, 1, k, k) for ``config.epochs_for(N)``
     epochs; returns one dict per epoch.
@@ -112,6 +123,12 @@ def train_prior(
     its ELBO (``val_elbo_per_kernel``, the same draws of z every epoch) is logged too, and the
     weights of the epoch where it was highest are the ones kept (``best`` marks that record).
     ``test`` never influences training.
+
+    ``checkpoint``: a file where the whole training state is saved after an epoch once
+    ``checkpoint_seconds`` have passed since the last save (and after the last epoch); a
+    training started with an existing one resumes from it and ends exactly as an uninterrupted
+    one. A NaN or infinite ELBO stops training with :class:`~dwp.errors.NonFiniteError` naming
+    the step, before the epoch is saved.
     """
     device = next(vae.parameters()).device
     fit_idx, val_idx = split_validation(len(train), config.val_fraction, config.seed)
@@ -124,40 +141,104 @@ def train_prior(
     epochs = config.epochs_for(n)
     total = steps_per_epoch * epochs
     opt, sched = adam_linear_decay(vae.parameters(), config.lr, total)
-    history = []
-    best_val, best_state, best_record = -math.inf, None, None
-    t0 = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    history: list[dict] = []
+    best_val, best_state, best_epoch = -math.inf, None, None
+    wall = 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = _load_state(Path(checkpoint), vae, opt, sched, gen, order_gen)
+        history, wall = state["history"], state["wall_s"]
+        best_val, best_state, best_epoch = (
+            state["best_val"],
+            state["best_state"],
+            state["best_epoch"],
+        )
+    t0 = time.perf_counter() - wall
+    saved_at = time.perf_counter()
+    for epoch in range(len(history) + 1, epochs + 1):
         vae.train()
-        elbo_sum = torch.zeros((), device=device, dtype=torch.float64)
-        for idx in shuffled_batches(n, config.batch_size, order_gen, device):
+        elbos = torch.zeros(steps_per_epoch, device=device, dtype=torch.float64)
+        for b, idx in enumerate(shuffled_batches(n, config.batch_size, order_gen, device)):
             w = train[idx]
             elbo = vae.elbo(w, gen).sum()
             opt.zero_grad(set_to_none=True)
             (-elbo).backward()
             opt.step()
             sched.step()
-            elbo_sum += elbo.detach()
-        record = {"epoch": epoch, "epochs": epochs, "train_elbo_per_kernel": float(elbo_sum) / n,
+            elbos[b] = elbo.detach()
+        bad = (~torch.isfinite(elbos)).nonzero()  # one sync per epoch, not per step
+        if len(bad):
+            step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
+            raise NonFiniteError(
+                f"the kernel VAE's ELBO became {float(elbos[bad[0]])} at step {step} (epoch "
+                f"{epoch}); {_kept(checkpoint)}; try a lower --lr"
+            )
+        record = {"epoch": epoch, "epochs": epochs,
+                  "train_elbo_per_kernel": float(elbos.sum()) / n,
                   "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}  # fmt: skip
         if val is not None:
             score = evaluate_prior(vae, val, samples=4, seed=config.seed)["elbo_per_kernel"]
             record["val_elbo_per_kernel"] = score
             if score > best_val:
-                best_val, best_record = score, record
+                best_val, best_epoch = score, epoch
                 best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
         if test is not None:
             record["test_elbo_per_kernel"] = evaluate_prior(vae, test, seed=epoch)[
                 "elbo_per_kernel"
             ]
+        try:
+            check_finite(record, f"epoch {epoch} (step {epoch * steps_per_epoch}) gave")
+        except NonFiniteError as exc:
+            raise NonFiniteError(f"{exc}; {_kept(checkpoint)}; try a lower --lr") from None
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        now = time.perf_counter()
+        if checkpoint is not None and (now - saved_at >= checkpoint_seconds or epoch == epochs):
+            state = {"epoch": epoch, "wall_s": now - t0, "history": history,
+                     "vae": vae.state_dict(), "optimizer": opt.state_dict(),
+                     "scheduler": sched.state_dict(), "z_rng": gen.get_state(),
+                     "order_rng": order_gen.get_state(), "best_val": best_val,
+                     "best_state": best_state, "best_epoch": best_epoch}  # fmt: skip
+            with atomic_path(checkpoint) as tmp:
+                torch.save(state, tmp)
+            saved_at = now
     if best_state is not None:
         vae.load_state_dict(best_state)
-        best_record["best"] = True
+        history[best_epoch - 1]["best"] = True
     vae.eval()
     return history
+
+
+def _kept(checkpoint) -> str:
+    if checkpoint is not None and Path(checkpoint).is_file():
+        epoch = load_torch(checkpoint, "checkpoint")["epoch"]
+        return f"{Path(checkpoint).parent} stays resumable from its checkpoint of epoch {epoch}"
+    return "nothing was kept"
+
+
+def _load_state(path: Path, vae, opt, sched, gen, order_gen) -> dict:
+    remedy = "delete it to start the training over"
+    try:
+        state = load_torch(path, "checkpoint")
+    except DWPError as exc:
+        raise DWPError(f"{exc}; {remedy}") from None
+    try:
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["z_rng"])
+        order_gen.set_state(state["order_rng"])
+        if len(state["history"]) != state["epoch"]:
+            raise ValueError("history and epoch disagree")
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise DWPError(
+            f"{path}: not a checkpoint of this training ({type(exc).__name__}: {first}); {remedy}"
+        ) from None
+    return state
+
+
+_CHECKPOINT = "checkpoint.pt"
 
 
 def fit_prior(
@@ -169,6 +250,7 @@ def fit_prior(
     hidden: int | None = None,
     standardize: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    checkpoint_seconds: float = 30.0,
 ) -> tuple[KernelVAE, dict]:
     """Fit a kernel VAE to ``kernels_dir`` (``train.npy`` and, if present, ``test.npy``) and
     write the prior directory ``out``, with one JSON line per epoch in ``out/metrics.jsonl``.
@@ -177,9 +259,29 @@ def fit_prior(
     VAE's ``scale`` is the training kernels' RMS. Returns the VAE and the metadata written to
     ``prior.json`` (whose ``metrics`` hold train and test ELBO per kernel, 10 draws of z each,
     and ``kernel_stats`` the count and statistics of the kernels it was fitted to).
+
+    Like a Bayesian CNN run, ``out`` holds one training: its ``config.json`` is checked, so a
+    directory of another config (or one that is not empty and holds no such config) is refused;
+    a finished prior is loaded, not re-trained; a killed training resumes from
+    ``checkpoint.pt`` (saved at most every ``checkpoint_seconds``) and ends exactly as an
+    uninterrupted one. ``prior.json`` is written last: until then the directory is not a
+    loadable prior.
     """
     kernels_dir, out = Path(kernels_dir), Path(out)
+    settings = {"kernels": str(kernels_dir.resolve()), **asdict(config), "z_dim": z_dim,
+                "hidden": hidden, "standardize": standardize}  # fmt: skip
+    claim_prior_dir(out, settings)
+    if (out / "prior.json").is_file():
+        vae, meta = load_prior(out, map_location=device)
+        return vae, {k: meta[k] for k in ("vae", "training", "metrics", "kernel_stats")}
     train_k, test_k = load_kernel_dir(kernels_dir, config.min_norm)
+    with cleanup_on_failure(out, keep=[_CHECKPOINT]), run_lock(out):
+        return _fit(kernels_dir, out, settings, train_k, test_k, config, device, z_dim, hidden,
+                    standardize, on_epoch, checkpoint_seconds)  # fmt: skip
+
+
+def _fit(kernels_dir, out, settings, train_k, test_k, config, device, z_dim, hidden, standardize,
+         on_epoch, checkpoint_seconds):  # fmt: skip
     train = torch.from_numpy(train_k)
     test = torch.from_numpy(test_k) if test_k is not None else None
     scale = kernel_rms(train) if standardize else 1.0
@@ -187,19 +289,21 @@ def fit_prior(
         torch.manual_seed(config.seed)
         vae = KernelVAE(default_vae_config(train_k.shape[-1], z_dim, hidden, scale))
     vae.to(device)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "metrics.jsonl"
-    log_path.unlink(missing_ok=True)
+    write_json(out / "config.json", settings)
+    log_path, ckpt = out / "metrics.jsonl", out / _CHECKPOINT
+    done = load_torch(ckpt, "checkpoint")["epoch"] if ckpt.is_file() else 0
+    truncate_jsonl(log_path, lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= done)
 
     def log_epoch(record: dict) -> None:
         append_jsonl(log_path, record)
         if on_epoch is not None:
             on_epoch(record)
 
-    history = train_prior(vae, train, test, config, log_epoch)
+    history = train_prior(vae, train, test, config, log_epoch, ckpt, checkpoint_seconds)
     metrics = {"train": evaluate_prior(vae, train, samples=10, seed=config.seed)}
     if test is not None:
         metrics["test"] = evaluate_prior(vae, test, samples=10, seed=config.seed)
+    check_finite(metrics, "the trained prior's ELBO")
     training = {
         **asdict(config),
         "standardize": standardize,
@@ -212,6 +316,7 @@ def fit_prior(
     stats = {"train": kernel_summary(train_k),
              "test": kernel_summary(test_k) if test_k is not None else None}  # fmt: skip
     save_prior(vae, out, training=training, kernel_stats=stats, metrics=metrics)
+    ckpt.unlink(missing_ok=True)  # the prior is complete: its weights are in weights.pt
     return vae, {"vae": vae.config.to_dict(), "training": training, "metrics": metrics,
                  "kernel_stats": stats}  # fmt: skip
 
