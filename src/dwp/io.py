@@ -223,7 +223,11 @@ def _load_problem(path: Path, exc: Exception) -> str:
         # never pass on torch's advice to retry with weights_only=False: for a file of unknown
         # origin that would run whatever code it holds
         return "not tensors and plain containers, the only content dwp loads"
-    if "central directory" in message or "PytorchStreamReader" in message:
+    if (
+        "central directory" in message
+        or "PytorchStreamReader" in message
+        or (isinstance(exc, OSError) and exc.errno == 22)
+    ):
         return "truncated or damaged (not a complete torch zip archive)"
     first = message.strip().splitlines()[0] if message.strip() else ""
     return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
@@ -240,9 +244,9 @@ def load_torch(path: str | Path, what: str, map_location="cpu"):
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
-    except OSError:
-        raise  # missing, unreadable, a directory: the CLI names the path
-    except Exception as exc:  # a damaged archive can raise almost anything
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # the path's own problem: the CLI names it
+    except Exception as exc:  # including the OSError torch raises reading a torn archive  # a damaged archive can raise almost anything
         raise CorruptFileError(
             path, f"not a readable {what} ({_load_problem(path, exc)})"
         ) from None

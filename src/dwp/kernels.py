@@ -21,7 +21,7 @@ import torch
 
 from dwp.config import DEFAULT_MIN_NORM, KernelConfig
 from dwp.errors import DWPError
-from dwp.io import atomic_path, write_json
+from dwp.io import atomic_path, cleanup_on_failure, write_json
 from dwp.nn import conv_layers
 
 __all__ = [
@@ -139,6 +139,11 @@ def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kernel
     The last ``ceil(test_fraction * len(nets))`` nets give the test part, the others the train
     part. Returns the statistics also written to ``out/stats.json``.
     """
+    with cleanup_on_failure(out):  # a layer refused midway leaves no kernel sets behind
+        return _extract_kernels(nets, out, config)
+
+
+def _extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: KernelConfig) -> dict:
     if len(nets) < 2:
         raise DWPError(
             f"need at least 2 source nets to hold some out for the test kernels, got {len(nets)}"

@@ -142,6 +142,10 @@ def os_error_line(exc: OSError) -> str:
     """``PATH: reason`` of an OSError on a user's path (permission, a file where a directory
     belongs, a full disk)."""
     reason = exc.strerror or type(exc).__name__
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        reason += " (a directory was expected there; give another path)"
+    elif isinstance(exc, IsADirectoryError):
+        reason += " (a file was expected there)"
     where = exc.filename if exc.filename is not None else ""
     if exc.filename2 is not None:
         where = f"{where} -> {exc.filename2}"

@@ -85,8 +85,10 @@ def prior_train(
                            min_norm=min_norm)  # fmt: skip
     dev = resolve_device(device)
     b = bar(None, f"prior {kernels.name}", unit="epoch")
+    epochs_run = []
 
     def on_epoch(rec: dict) -> None:
+        epochs_run.append(rec["epoch"])
         post = {"train": f"{rec['train_elbo_per_kernel']:.2f}"}
         if "test_elbo_per_kernel" in rec:
             post["test"] = f"{rec['test_elbo_per_kernel']:.2f}"
@@ -98,6 +100,8 @@ def prior_train(
         vae, info = fit_prior(kernels, out, cfg, dev, z_dim, hidden, standardize, on_epoch)
     finally:
         b.close()
+    if not epochs_run:
+        typer.echo(f"{out} holds this prior already; not re-training", err=True)
     c, m, t = vae.config, info["metrics"], info["training"]
     msg = f"prior {c.kernel_size}x{c.kernel_size} (z {c.z_dim}, h {c.hidden}, scale {c.scale:.4g})"
     msg += f" -> {out}: train ELBO {m['train']['elbo_per_kernel']:.2f}"

@@ -25,7 +25,14 @@ from dwp.config import BAYES_METHODS, L2_METHODS, BNNConfig, ClassificationConfi
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import classification_metrics
-from dwp.io import check_same_config, read_json, write_csv, write_json
+from dwp.io import (
+    check_finite,
+    check_same_config,
+    cleanup_on_failure,
+    read_json,
+    write_csv,
+    write_json,
+)
 from dwp.nn import (
     build_net,
     check_hidden,
@@ -118,6 +125,7 @@ def train_l2_net(
         train_acc = float((model(x).argmax(1) == y).double().mean())
     res = {**classification_metrics(probs, ds.test.labels), "train_acc": train_acc,
            "wall_s": time.perf_counter() - t0}  # fmt: skip
+    check_finite(res, f"{run_name(task)}: the trained net gave")  # a last step can give NaN
     return {**res, "model": model} if return_model else res
 
 
@@ -132,6 +140,7 @@ def run_one(
         path = out / "runs" / f"{name}.json"
         if path.is_file():
             res = read_json(path)
+            check_finite(res, f"{path} is not a valid result (delete it to re-run the run)")
         else:
             res = train_l2_net(config, task, device, data_root)
             write_json(path, res)
@@ -177,6 +186,11 @@ def run_classification(
     ``executor``: where the runs execute (see :mod:`dwp.executors`); None runs them one after
     another in this process. A failed run does not stop the others: the results of those that
     finished are written, then :class:`~dwp.executors.RunFailed` names the failed ones."""
+    with cleanup_on_failure(out, keep=["runs"]):  # a failure before any run: nothing left
+        return _run_classification(config, out, device, data_root, on_run, executor)
+
+
+def _run_classification(config, out, device, data_root, on_run, executor):
     from dwp.executors import gather
 
     out = Path(out)

@@ -27,7 +27,14 @@ from dwp.config import ConvergenceConfig, ConvergenceModel
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import evaluate_accuracy
-from dwp.io import check_same_config, read_json, write_csv, write_json
+from dwp.io import (
+    check_finite,
+    check_same_config,
+    cleanup_on_failure,
+    read_json,
+    write_csv,
+    write_json,
+)
 from dwp.nn import (
     ConvVAE,
     build_net,
@@ -154,6 +161,11 @@ def run_convergence(
 
     ``on_run`` receives ``{"init", "seed", "index", "total", "final", "cached"}`` after each
     (init, seed) run (``final``: the last test accuracy or ELBO)."""
+    with cleanup_on_failure(out, keep=["runs"]):  # a failure before any run: nothing left
+        return _run_convergence(config, out, device, data_root, on_run)
+
+
+def _run_convergence(config, out, device, data_root, on_run):
     out = Path(out)
     device = torch.device(device)
     check_same_config(out, config.to_dict(), "an experiment")
@@ -177,6 +189,7 @@ def run_convergence(
             model = _build(config, init, seed, channels, ds.num_classes, size, priors,
                            kernel_sets, device)  # fmt: skip
             run = {"init": init, "seed": seed, **_train_one(model, train, ds.test, config, seed)}
+            check_finite(run, f"{path.stem}: training gave")
             write_json(path, run)
         runs.append(run)
         if on_run is not None:

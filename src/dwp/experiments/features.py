@@ -24,7 +24,14 @@ from torch.nn import functional as F
 from dwp.config import FeaturesConfig
 from dwp.data import few_shot, load_dataset
 from dwp.eval import evaluate_accuracy
-from dwp.io import check_same_config, read_json, write_csv, write_json
+from dwp.io import (
+    check_finite,
+    check_same_config,
+    cleanup_on_failure,
+    read_json,
+    write_csv,
+    write_json,
+)
 from dwp.nn import (
     ARCH_NAMES,
     build_net,
@@ -105,6 +112,11 @@ def run_features(
 
     ``on_run`` receives ``{"init", "scale", "seed", "index", "total", "test_acc", "cached"}``
     after each run."""
+    with cleanup_on_failure(out, keep=["runs"]):  # a failure before any run: nothing left
+        return _run_features(config, out, device, data_root, on_run)
+
+
+def _run_features(config, out, device, data_root, on_run):
     out = Path(out)
     device = torch.device(device)
     check_same_config(out, config.to_dict(), "an experiment")
@@ -130,6 +142,7 @@ def run_features(
                                           priors, kernel_sets, arch)  # fmt: skip
             run = {"init": init, "scale": k, "seed": seed, "hidden": list(hidden),
                    **_train(model, train, ds.test, config, seed, device)}  # fmt: skip
+            check_finite(run, f"{path.stem}: training gave")
             write_json(path, run)
         rows.append(run)
         if on_run is not None:

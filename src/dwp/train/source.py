@@ -9,7 +9,6 @@ to almost zero; the survivors are the kernel dataset.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,16 @@ from dwp.config import SourceConfig
 from dwp.data import ImageSet, load_dataset
 from dwp.errors import DWPError
 from dwp.eval import evaluate_accuracy
-from dwp.io import append_jsonl, atomic_path, jsonable, write_json
+from dwp.io import (
+    append_jsonl,
+    atomic_path,
+    check_finite,
+    cleanup_on_failure,
+    jsonable,
+    load_torch,
+    read_json,
+    write_json,
+)
 from dwp.nn import build_net, check_hidden, l2_penalty, resolve_arch
 from dwp.train.loop import adam_linear_decay, shuffled_batches
 
@@ -104,18 +112,21 @@ def load_source_net(
 ) -> tuple[nn.Module, dict]:
     """Load a source-net checkpoint; returns the model and the checkpoint's metadata."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise DWPError(f"{path}: not a readable source-net checkpoint ({exc})") from exc
+    ckpt = load_torch(path, "source-net checkpoint", map_location=map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != SOURCE_FORMAT_VERSION:
         raise DWPError(
             f"{path}: not a dwp source-net checkpoint of format version {SOURCE_FORMAT_VERSION}"
         )
-    cfg = ckpt["model"]
-    model = build_net(cfg.get("kind", "fconv"), tuple(cfg["hidden"]), cfg["in_channels"],
-                      cfg["num_classes"], cfg["image_size"])  # fmt: skip
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        cfg = ckpt["model"]
+        model = build_net(cfg.get("kind", "fconv"), tuple(cfg["hidden"]), cfg["in_channels"],
+                          cfg["num_classes"], cfg["image_size"])  # fmt: skip
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise DWPError(
+            f"{path}: a damaged source-net checkpoint ({type(exc).__name__}: {first})"
+        ) from None
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, meta
 
@@ -142,20 +153,28 @@ def train_source_nets(
     others, and :class:`~dwp.executors.RunFailed` names it once all have ended.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
     cfg_dict = dataclasses.asdict(config)
     if config_path.exists():
-        old = json.loads(config_path.read_text())
+        old = read_json(config_path)
+        if not isinstance(old, dict):
+            raise DWPError(f"{config_path}: not a source config; delete it to start over")
         differs = {k for k in cfg_dict if k != "nets" and old.get(k) != jsonable(cfg_dict[k])}
         if differs:
             raise DWPError(
                 f"{out} holds source nets trained with another config (differs in "
                 f"{', '.join(sorted(differs))}); choose a new --out directory"
             )
-    write_json(config_path, cfg_dict)
     missing = [i for i in range(config.nets) if not _net_path(out, i).exists()]
     ds = load_dataset(config.dataset, data_root) if missing else None  # fails here, once
+    with cleanup_on_failure(out, keep=[_net_path(out, i).name for i in range(config.nets)]):
+        write_json(config_path, cfg_dict)
+        return _train_missing(config, out, device, data_root, missing, ds, on_net_start, on_step,
+                              on_net_done, executor)  # fmt: skip
+
+
+def _train_missing(config, out, device, data_root, missing, ds, on_net_start, on_step,
+                   on_net_done, executor) -> list[dict]:  # fmt: skip
     fresh: dict[int, dict] = {}
 
     def done(i: int, metrics: dict) -> None:
@@ -217,6 +236,7 @@ def train_one_source_net(
     gen = torch.Generator().manual_seed(seed)
     metrics = train_source_net(model, train, ds.test, config, gen, on_step)
     metrics = {"net": index, "seed": seed, **metrics}
+    check_finite(metrics, f"source net {index} diverged")
     ckpt = {
         "format_version": SOURCE_FORMAT_VERSION,
         "model": {"kind": arch, "hidden": list(hidden), "in_channels": in_channels,
