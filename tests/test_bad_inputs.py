@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -214,11 +213,11 @@ CASES = [
         "No such option: --epoch",
     ),
     Case(
-        "bad-choice", lambda t, b: _preview("mnist", b["data"], t) + ["--part", "valid"], "'--part'"
+        "bad-choice", lambda t, b: [*_preview("mnist", b["data"], t), "--part", "valid"], "'--part'"
     ),
     Case(
         "unknown-dataset",
-        lambda t, b: _bnn(t / "r", b["data"]) + ["--dataset", "mnsit"],
+        lambda t, b: [*_bnn(t / "r", b["data"]), "--dataset", "mnsit"],
         "unknown dataset 'mnsit'",
     ),
     Case(
@@ -235,14 +234,14 @@ CASES = [
         "priors-swapped",
         lambda t, b: _bnn(
             t / "r", b["data"], "--prior", "dwp", "--prior-dirs", *reversed(b["priors"])
-        ),  # fmt: skip
+        ),
         "is for 5x5 kernels, but conv1 has 7x7 kernels",
     ),
     Case(
         "prior-dir-missing",
         lambda t, b: _bnn(
             t / "r", b["data"], "--prior", "dwp", "--prior-dirs", str(t / "nope"), str(t / "nope")
-        ),  # fmt: skip
+        ),
         "nope does not exist",
     ),
     # --- diverging training: nothing called finished, nothing left
@@ -381,7 +380,7 @@ CASES = [
             str(t / "o"),
         ],
         "kernel_dim must be a positive integer, got 'seven'",
-    ),  # fmt: skip
+    ),
     Case(
         "import-params-a-list",
         lambda t, b: [
@@ -392,7 +391,7 @@ CASES = [
             str(t / "o"),
         ],
         "params.yaml: expected a mapping",
-    ),  # fmt: skip
+    ),
     Case(
         "import-weights-garbage",
         lambda t, b: [
@@ -403,7 +402,7 @@ CASES = [
             str(t / "o"),
         ],
         "vae_params.torch: not a readable state dict of a reference kernel VAE",
-    ),  # fmt: skip
+    ),
     Case(
         "import-weights-empty",
         lambda t, b: ["prior", "import", str(_reference(t, weights=b"")), "--out", str(t / "o")],
@@ -420,7 +419,7 @@ CASES = [
             str(t / "o"),
         ],
         "p.json is not a readable JSON preset",
-    ),  # fmt: skip
+    ),
     Case(
         "preset-unknown-field",
         lambda t, b: [
@@ -431,7 +430,7 @@ CASES = [
             str(t / "o"),
         ],
         "unknown preset fields ['epochs']",
-    ),  # fmt: skip
+    ),
     Case(
         "preset-wrong-type",
         lambda t, b: [
@@ -442,7 +441,7 @@ CASES = [
             str(t / "o"),
         ],
         "source_args must be an object",
-    ),  # fmt: skip
+    ),
     Case(
         "preset-bad-value",
         lambda t, b: [
@@ -453,12 +452,12 @@ CASES = [
             str(t / "o"),
         ],
         "lr = -1",
-    ),  # fmt: skip
+    ),
     Case(
         "kernels-extract-no-source",
         lambda t, b: ["kernels", "extract", "--source", str(t), "--out", str(t / "k")],
         "no source nets",
-    ),  # fmt: skip
+    ),
     Case("summary-no-runs", lambda t, b: ["bnn", "summary", str(t)], "no finished runs"),
     Case("report-no-results", lambda t, b: ["report", str(t)], "holds no results to report"),
 ]

@@ -246,7 +246,7 @@ def load_torch(path: str | Path, what: str, map_location="cpu"):
             return torch.load(path, map_location=map_location, weights_only=True)
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # the path's own problem: the CLI names it
-    except Exception as exc:  # including the OSError torch raises reading a torn archive  # a damaged archive can raise almost anything
+    except Exception as exc:  # a damaged archive raises almost anything (an OSError too)
         raise CorruptFileError(
             path, f"not a readable {what} ({_load_problem(path, exc)})"
         ) from None
