@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,31 @@ def make_cifar(root: Path, name: str, n_train: int, n_test: int, seed: int = 0) 
             with open(out / part, "wb") as f:
                 pickle.dump(batch(n, 0), f)
     return out
+
+
+def tiny_preset(tmp_path):
+    """A custom preset file of the whole pipeline at toy sizes (the tiny MNIST-format data)."""
+    preset = {
+        "name": "tiny",
+        "source_dataset": "mnist",
+        "target_dataset": "mnist",
+        "source_args": {"nets": 3, "hidden": [4, 8], "epochs": 1},
+        "kernel_args": {"min_norm": 0.0},
+        "prior_args": {
+            "conv1": {"epochs": 1, "median_norm": 1.35},
+            "conv2": {"epochs": 1, "z_dim": 3},
+        },
+        "classification_args": {"examples": [10], "splits": [0], "epochs": 2, "hidden": [4, 8]},
+        "convergence_args": {"seeds": [0], "steps": 2, "eval_every": 1, "hidden": [4, 8]},
+        "vae_convergence_args": {
+            "seeds": [0],
+            "steps": 2,
+            "eval_every": 1,
+            "hidden": [4, 8],
+            "z_dim": 2,
+        },
+        "features_args": {"base_hidden": [8, 16], "scales": [0.5, 1], "seeds": [0], "epochs": 1},
+    }
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(preset))
+    return path

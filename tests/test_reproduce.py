@@ -22,6 +22,8 @@ from dwp.experiments.paper import paper_classification
 from dwp.nn import conv_layers
 from dwp.priors import DeepWeightPrior
 
+from conftest import tiny_preset
+
 
 def _classification_args(tiny, out, *extra):
     return ["experiment", "classification", "--out", str(out), "--dataset", "mnist",
@@ -205,36 +207,9 @@ def test_local_executor_runs_every_item():
         LocalExecutor(0)
 
 
-def _tiny_preset(tmp_path):
-    preset = {
-        "name": "tiny",
-        "source_dataset": "mnist",
-        "target_dataset": "mnist",
-        "source_args": {"nets": 3, "hidden": [4, 8], "epochs": 1},
-        "kernel_args": {"min_norm": 0.0},
-        "prior_args": {
-            "conv1": {"epochs": 1, "median_norm": 1.35},
-            "conv2": {"epochs": 1, "z_dim": 3},
-        },
-        "classification_args": {"examples": [10], "splits": [0], "epochs": 2, "hidden": [4, 8]},
-        "convergence_args": {"seeds": [0], "steps": 2, "eval_every": 1, "hidden": [4, 8]},
-        "vae_convergence_args": {
-            "seeds": [0],
-            "steps": 2,
-            "eval_every": 1,
-            "hidden": [4, 8],
-            "z_dim": 2,
-        },
-        "features_args": {"base_hidden": [8, 16], "scales": [0.5, 1], "seeds": [0], "epochs": 1},
-    }
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(preset))
-    return path
-
-
 def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
     out = tmp_path / "repro"
-    args = ["reproduce", "--preset-file", str(_tiny_preset(tmp_path)), "--out", str(out),
+    args = ["reproduce", "--preset-file", str(tiny_preset(tmp_path)), "--out", str(out),
             "--data-root", tiny_priors["data"], "--device", "cpu"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -326,7 +301,7 @@ def test_builtin_presets_make_valid_stage_configs():
 def test_a_preset_is_checked_whole_before_the_first_stage(
     tiny_priors, tmp_path, capsys, field, args, message
 ):
-    preset = json.loads(_tiny_preset(tmp_path).read_text())
+    preset = json.loads(tiny_preset(tmp_path).read_text())
     preset[field] = args
     path = tmp_path / "typo.json"
     path.write_text(json.dumps(preset))
@@ -346,7 +321,7 @@ def test_reproduce_writes_under_dwp_path_without_out(tiny_priors, tmp_path, monk
     assert default_out() == Path("results/reproduce")
     monkeypatch.setenv("DWP_PATH", str(tmp_path / "runs"))
     assert default_out() == tmp_path / "runs" / "reproduce"
-    preset = json.loads(_tiny_preset(tmp_path).read_text())
+    preset = json.loads(tiny_preset(tmp_path).read_text())
     preset["source_args"]["nets"] = 1  # too few nets for a test part: the kernel stage fails
     path = tmp_path / "p.json"
     path.write_text(json.dumps(preset))

@@ -239,6 +239,9 @@ def _load_state(path: Path, vae, opt, sched, gen, order_gen) -> dict:
 
 
 _CHECKPOINT = "checkpoint.pt"
+#: Seconds between checkpoints of :func:`fit_prior` (at most one per epoch; the last epoch
+#: always): small enough to lose little to a kill, large enough to cost nothing.
+CHECKPOINT_SECONDS = 30.0
 
 
 def fit_prior(
@@ -250,7 +253,7 @@ def fit_prior(
     hidden: int | None = None,
     standardize: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
-    checkpoint_seconds: float = 30.0,
+    checkpoint_seconds: float | None = None,
 ) -> tuple[KernelVAE, dict]:
     """Fit a kernel VAE to ``kernels_dir`` (``train.npy`` and, if present, ``test.npy``) and
     write the prior directory ``out``, with one JSON line per epoch in ``out/metrics.jsonl``.
@@ -263,9 +266,9 @@ def fit_prior(
     Like a Bayesian CNN run, ``out`` holds one training: its ``config.json`` is checked, so a
     directory of another config (or one that is not empty and holds no such config) is refused;
     a finished prior is loaded, not re-trained; a killed training resumes from
-    ``checkpoint.pt`` (saved at most every ``checkpoint_seconds``) and ends exactly as an
-    uninterrupted one. ``prior.json`` is written last: until then the directory is not a
-    loadable prior.
+    ``checkpoint.pt`` (saved at most every ``checkpoint_seconds``, default
+    :data:`CHECKPOINT_SECONDS`) and ends exactly as an uninterrupted one. ``prior.json`` is
+    written last: until then the directory is not a loadable prior.
     """
     kernels_dir, out = Path(kernels_dir), Path(out)
     settings = {"kernels": str(kernels_dir.resolve()), **asdict(config), "z_dim": z_dim,
@@ -299,7 +302,8 @@ def _fit(kernels_dir, out, settings, train_k, test_k, config, device, z_dim, hid
         if on_epoch is not None:
             on_epoch(record)
 
-    history = train_prior(vae, train, test, config, log_epoch, ckpt, checkpoint_seconds)
+    every = CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
+    history = train_prior(vae, train, test, config, log_epoch, ckpt, every)
     metrics = {"train": evaluate_prior(vae, train, samples=10, seed=config.seed)}
     if test is not None:
         metrics["test"] = evaluate_prior(vae, test, samples=10, seed=config.seed)
