@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -175,6 +176,14 @@ def _cifar_string_labels(tmp, base) -> list[str]:
     with open(folder / "test_batch", "wb") as f:
         pickle.dump(batch, f)
     return _preview("cifar10", tmp, tmp)
+
+
+def _nan_prior(tmp, base) -> Path:
+    prior = _prior_copy(tmp, base)
+    state = torch.load(prior / "weights.pt", weights_only=True)
+    next(iter(state.values()))[0] = float("nan")
+    torch.save(state, prior / "weights.pt")
+    return prior
 
 
 def _nan_kernels(tmp, base) -> list[str]:
@@ -457,6 +466,105 @@ CASES = [
         "kernels-extract-no-source",
         lambda t, b: ["kernels", "extract", "--source", str(t), "--out", str(t / "k")],
         "no source nets",
+    ),
+    # --- found by trying the commands with inputs the issue did not list
+    Case(
+        "prior-z-dim-0",
+        lambda t, b: _prior(t / "p", b["kernels"] / "conv1", "--z-dim", "0"),
+        "'--z-dim'",
+    ),
+    Case(
+        "rescale-factor-nan",
+        lambda t, b: ["prior", "rescale", b["priors"][0], "--factor", "nan", "--out", str(t / "r")],
+        "positive and finite, got nan",
+    ),
+    Case(
+        "rescale-into-itself",
+        lambda t, b: [
+            "prior",
+            "rescale",
+            str(_prior_copy(t, b)),
+            "--factor",
+            "2",
+            "--out",
+            str(t / "prior"),
+        ],
+        "into another directory than the prior itself",
+    ),
+    Case(
+        "kernels-object-array",
+        lambda t, b: (
+            np.save(t / "o.npy", np.array([{}], dtype=object)),
+            _eval(b["priors"][0], t / "o.npy"),
+        )[-1],
+        "o.npy: not a readable .npy file",
+    ),
+    Case(
+        "kernels-extract-garbage-net",
+        lambda t, b: [
+            "kernels",
+            "extract",
+            "--source",
+            str(_write(t / "src" / "net-000.pt", GARBAGE).parent),
+            "--out",
+            str(t / "k"),
+        ],
+        "net-000.pt: not a readable source-net checkpoint",
+    ),
+    *[
+        Case(
+            f"{exp}-priors-swapped",
+            lambda t, b, exp=exp: [
+                "experiment",
+                exp,
+                "--out",
+                str(t / "e"),
+                "--dataset",
+                "mnist",
+                "--data-root",
+                b["data"],
+                "--device",
+                "cpu",
+                "--prior-dirs",
+                *reversed(b["priors"]),
+                "--jobs",
+                "1",
+            ][: None if exp == "classification" else -2],
+            "is for 5x5 kernels, but conv1 has 7x7 kernels",
+        )
+        for exp in ("convergence", "features", "classification")
+    ],
+    Case(
+        "prior-weights-nan",
+        lambda t, b: _eval(_nan_prior(t, b), b["kernels"] / "conv1" / "train.npy"),
+        "holds NaN or inf values",
+    ),
+    Case(
+        "render-letters-out-is-a-file",
+        lambda t, b: [
+            "data",
+            "render-letters",
+            "--out",
+            str(_write(t / "f", "x")),
+            "--train",
+            "10",
+            "--test",
+            "10",
+        ],
+        "is a file; expected a directory",
+    ),
+    Case(
+        "preview-out-unwritable",
+        lambda t, b: [
+            "data",
+            "preview",
+            "mnist",
+            "--data-root",
+            b["data"],
+            "--out",
+            str(_unwritable(t) / "x.png"),
+        ],
+        "dwp-bad-input-test" if os.geteuid() == 0 else "locked",
     ),
     Case("summary-no-runs", lambda t, b: ["bnn", "summary", str(t)], "no finished runs"),
     Case("report-no-results", lambda t, b: ["report", str(t)], "holds no results to report"),

@@ -115,7 +115,11 @@ def test_ray_run_that_keeps_dying_is_reported(tmp_path, ray_local):
     assert len(list(tmp_path.glob("attempt-3-*"))) == 2  # the first try and one retry
 
 
-def test_failed_runs_are_named_and_the_rest_kept_ray_and_local(tiny_priors, tmp_path, ray_local):
+def test_failed_runs_are_named_and_the_rest_kept_ray_and_local(
+    tiny_priors, tmp_path, ray_local, monkeypatch
+):
+    # the sweep refuses a broken prior before any run; here it must fail inside the runs
+    monkeypatch.setattr("dwp.experiments.classification._check_priors_fit", lambda *a: None)
     broken = tmp_path / "broken-prior"
     broken.mkdir()
     (broken / "prior.json").write_text("{}")

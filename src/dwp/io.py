@@ -23,6 +23,8 @@ __all__ = [
     "append_jsonl",
     "atomic_path",
     "check_finite",
+    "check_finite_state",
+    "check_out_dir",
     "check_same_config",
     "cleanup_on_failure",
     "jsonable",
@@ -45,9 +47,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -58,6 +63,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def check_out_dir(path: str | Path) -> Path:
+    """``path`` if a directory can be made there: an error naming the first part of it that
+    exists and is not a directory (before a long job that would fail only when it writes)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise DWPError(f"{part} is a file; expected a directory (or nothing) there")
+            break
+    return path
 
 
 @contextlib.contextmanager
@@ -159,6 +176,18 @@ def check_finite(record, what: str) -> None:
     if bad:
         shown = ", ".join(f"{k} = {v}" for k, v in bad[:4]) + (" ..." if len(bad) > 4 else "")
         raise NonFiniteError(f"{what}: {shown}")
+
+
+def check_finite_state(state, path: str | Path) -> None:
+    """Refuse a loaded state dict whose float tensors hold NaN or inf (a diverged or damaged
+    model), naming the file and the first such tensor."""
+    import torch
+
+    if not isinstance(state, dict):
+        return
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CorruptFileError(path, f"tensor {key!r} holds NaN or inf values")
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -87,7 +87,9 @@ def data_render_letters(
     """Render notMNIST-style letters from every usable font here and write them as notMNIST
     IDX files, readable anywhere as `--dataset notmnist --data-root OUT`."""
     from dwp.data import cache_dir, export_letters, find_fonts
+    from dwp.io import check_out_dir
 
+    check_out_dir(out / "notMNIST")  # before the rendering, not after it
     fonts = find_fonts(font_dir) if font_dir else find_fonts()
     typer.echo(f"rendering {train} + {test} letters from {len(fonts)} fonts ...", err=True)
     bars: dict = {}

@@ -27,11 +27,11 @@ def prior_train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
     z_dim: Annotated[
         int | None,
-        typer.Option(help=f"Latent size (default: {_per_size(0)}).", show_default=False),
+        typer.Option(min=1, help=f"Latent size (default: {_per_size(0)}).", show_default=False),
     ] = None,
     hidden: Annotated[
         int | None,
-        typer.Option(help=f"Hidden width h (default: {_per_size(1)}).", show_default=False),
+        typer.Option(min=1, help=f"Hidden width h (default: {_per_size(1)}).", show_default=False),
     ] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper's 300).")] = D.epochs,
     standardize: Annotated[

@@ -151,6 +151,20 @@ def run_one(
     return {**task, "acc": acc, "nll": res["nll"], "wall_s": res["wall_s"]}
 
 
+def _check_priors_fit(config: ClassificationConfig, tasks: list[dict]) -> None:
+    """Build the DWP method's net once (on CPU, from the catalog's image shape) when a method
+    uses the priors (dwp, l2-dwp: the same net and priors), so that priors that do not fit the
+    net fail before any run."""
+    from dwp.data import DATASETS
+    from dwp.train.bnn import build_bnn
+
+    uses = [t for t in tasks if t["method"] in ("dwp", "l2-dwp")]
+    if not uses or config.dataset not in DATASETS:
+        return  # nothing to check, or the runs name the unknown dataset
+    channels, size = DATASETS[config.dataset].shape
+    build_bnn(_bnn_config(config, {**uses[0], "method": "dwp"}), channels, 10, size)
+
+
 def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:
     """Per method and training-set size: runs, mean and sd of accuracy, mean NLL, and the
     paper's accuracy (None where it has none) with the difference."""
@@ -195,8 +209,9 @@ def _run_classification(config, out, device, data_root, on_run, executor):
 
     out = Path(out)
     check_same_config(out, config.to_dict(), "an experiment")
-    write_json(out / "config.json", config.to_dict())
     tasks = config.tasks()
+    _check_priors_fit(config, tasks)
+    write_json(out / "config.json", config.to_dict())
     job = partial(run_one, config, out=out, device=str(device), data_root=data_root)
     finished = 0
 

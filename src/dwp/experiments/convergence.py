@@ -175,6 +175,9 @@ def _run_convergence(config, out, device, data_root, on_run):
     names = list(conv_names(_arch(config, channels, size)))  # the VAE's encoder: FConv's
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
+    for init in config.inits:  # priors or kernel sets that do not fit the net fail here, first
+        _build(config, init, config.seeds[0], channels, ds.num_classes, size, priors, kernel_sets,
+               "cpu")  # fmt: skip
     write_json(out / "config.json", config.to_dict())
     runs = []
     total = len(config.inits) * len(config.seeds)

@@ -128,6 +128,9 @@ def _run_features(config, out, device, data_root, on_run):
     names = list(conv_names(arch))
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
+    for init in config.inits:  # priors or kernel sets that do not fit the net fail here, first
+        frozen_features_model(widths(base, config.scales[0]), init, config.seeds[0], channels,
+                              ds.num_classes, size, priors, kernel_sets, arch)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
     tasks = [(i, k, s) for k in config.scales for i in config.inits for s in config.seeds]
     rows = []

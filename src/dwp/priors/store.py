@@ -17,7 +17,14 @@ import torch
 import yaml
 
 from dwp.errors import DWPError
-from dwp.io import atomic_path, check_same_config, jsonable, load_torch, write_json
+from dwp.io import (
+    atomic_path,
+    check_finite_state,
+    check_same_config,
+    jsonable,
+    load_torch,
+    write_json,
+)
 from dwp.kernels import kernel_diversity, kernel_norms, load_kernel_file
 from dwp.priors.vae import KernelVAE, VAEConfig
 
@@ -134,6 +141,7 @@ def load_prior(
     except (KeyError, TypeError, ValueError) as exc:
         raise DWPError(f"{meta_path}: no valid 'vae' architecture ({exc})") from None
     state = load_torch(weights_path, "kernel VAE state dict", map_location=map_location)
+    check_finite_state(state, weights_path)
     vae = KernelVAE(config)
     try:
         vae.load_state_dict(state)
@@ -205,6 +213,7 @@ def import_reference_prior(ref_dir: str | Path, out: str | Path) -> tuple[Kernel
     ref_state = load_torch(weights_path, "state dict of a reference kernel VAE")
     if not isinstance(ref_state, dict):
         raise DWPError(f"{weights_path}: expected a state dict, got {type(ref_state).__name__}")
+    check_finite_state(ref_state, weights_path)
     state, unknown = {}, []
     for key, value in ref_state.items():
         native = _native_key(key)

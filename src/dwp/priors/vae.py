@@ -86,7 +86,8 @@ def default_vae_config(
     if kernel_size not in VAE_DEFAULTS:
         VAEConfig(kernel_size, 1, 1)  # raises the error naming the available sizes
     z0, h0 = VAE_DEFAULTS[kernel_size]
-    return VAEConfig(kernel_size, z_dim or z0, hidden or h0, scale)
+    z_dim, hidden = z0 if z_dim is None else z_dim, h0 if hidden is None else hidden
+    return VAEConfig(kernel_size, z_dim, hidden, scale)
 
 
 def _build(layers, z_dim: int, hidden: int) -> tuple[nn.Sequential, int]:

@@ -27,6 +27,7 @@ from dwp.io import (
     append_jsonl,
     atomic_path,
     check_finite,
+    check_finite_state,
     cleanup_on_failure,
     jsonable,
     load_torch,
@@ -117,6 +118,7 @@ def load_source_net(
         raise DWPError(
             f"{path}: not a dwp source-net checkpoint of format version {SOURCE_FORMAT_VERSION}"
         )
+    check_finite_state(ckpt.get("state_dict"), path)
     try:
         cfg = ckpt["model"]
         model = build_net(cfg.get("kind", "fconv"), tuple(cfg["hidden"]), cfg["in_channels"],
