@@ -305,7 +305,10 @@ def check_same_config(directory: str | Path, want: dict, what: str = "a run") ->
     path = Path(directory) / "config.json"
     if not path.is_file():
         return
-    stored = read_json(path)
+    stored = read_json(path, f"it records what {directory} holds: use another --out, or delete "
+                       "the directory to start over")  # fmt: skip
+    if not isinstance(stored, dict):
+        raise CorruptFileError(path, "not a config (a JSON object); use another --out")
     diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
     if diff:
         k = diff[0]
