@@ -332,7 +332,7 @@ CASES = [
     Case(
         "kernels-not-npy",
         lambda t, b: _eval(b["priors"][0], _write(t / "k.npy", GARBAGE)),
-        "k.npy: not a readable .npy file",
+        "k.npy: not a readable .npy file (it holds pickled Python objects, which dwp never",
     ),
     Case(
         "kernels-wrong-size",
@@ -460,7 +460,7 @@ CASES = [
             "--out",
             str(t / "o"),
         ],
-        "lr = -1",
+        "preset t: classification_args: invalid classification config: lr = -1",
     ),
     Case(
         "kernels-extract-no-source",

@@ -655,7 +655,7 @@ def _stage_config(preset: Preset, key: str, cls, args, **filled):
             )
     try:
         return cls(**filled, **args)
-    except (TypeError, ValueError) as exc:  # a value of the wrong type
+    except (TypeError, ValueError, DWPError) as exc:  # a value of the wrong type or range
         raise DWPError(f"{where}: {exc}") from None
 
 

@@ -110,7 +110,14 @@ def load_kernel_file(path: str | Path, kernel_size: int | None = None) -> np.nda
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DWPError(f"{path}: not a readable .npy file ({exc})") from exc
+        why = (
+            str(exc).split(". ")[0]
+            if "allow_pickle" not in str(exc)
+            else ("it holds pickled Python objects, which dwp never loads")
+        )  # never numpy's advice to load a file of unknown origin unsafely
+        raise DWPError(
+            f"{path}: not a readable .npy file ({why}); expected a float array saved by np.save"
+        ) from None
     return validate_kernels(arr, str(path), kernel_size)
 
 

@@ -186,7 +186,9 @@ def train_prior(
                 "elbo_per_kernel"
             ]
         try:
-            check_finite(record, f"epoch {epoch} (step {epoch * steps_per_epoch}) gave")
+            check_finite(
+                record, f"the kernel VAE's epoch {epoch} (step {epoch * steps_per_epoch}) gave"
+            )
         except NonFiniteError as exc:
             raise NonFiniteError(f"{exc}; {_kept(checkpoint)}; try a lower --lr") from None
         history.append(record)
