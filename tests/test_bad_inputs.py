@@ -540,6 +540,21 @@ CASES = [
         "holds NaN or inf values",
     ),
     Case(
+        "idx-parts-of-two-sizes",
+        lambda t, b: (
+            make_idx_set(t / "mnist"),
+            make_idx_set(t / "other", size=32),
+            shutil.copy(t / "other" / "t10k-images-idx3-ubyte.gz", t / "mnist"),
+            _bnn(t / "r", t),
+        )[-1],
+        "train images are 28x28 with 1 channel but test images 32x32",
+    ),
+    Case(
+        "net-too-large-for-memory",
+        lambda t, b: _bnn(t / "r", b["data"], "--hidden", "200000", "200000"),
+        "out of memory",
+    ),
+    Case(
         "render-letters-out-is-a-file",
         lambda t, b: [
             "data",

@@ -115,8 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), 2)
     except OSError as exc:
         return _fail(os_error_line(exc), 2)
-    except Exception:  # a bug: the traceback is what a report needs
-        traceback.print_exc()
+    except Exception as exc:
+        if _out_of_memory(exc):
+            return _fail(
+                f"out of memory ({' '.join(str(exc).split())[:160]}); use smaller widths "
+                "(--hidden, --width-scale), --batch-size or --jobs, or another --device",
+                2,
+            )
+        traceback.print_exc()  # a bug: the traceback is what a report needs
         return _fail(
             f"this is a bug in dwp {dwp.__version__}, not in your input: please report it to "
             "the project's issue tracker with the command, `dwp --version` and the traceback "
@@ -124,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
             1,
         )
     return 0
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Host or device memory ran out: too large a model or batch for this machine, not a bug."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                              or "out of memory" in text)  # fmt: skip
 
 
 def _fail(message: str, status: int) -> int:

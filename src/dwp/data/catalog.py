@@ -463,7 +463,18 @@ def load_dataset(
     for part, images in (("train", ds.train), ("test", ds.test)):
         if not len(images):
             raise CorruptFileError(ds.source, f"the {part} part of {name} holds no images")
+    train_shape, test_shape = tuple(ds.train.images.shape[1:]), tuple(ds.test.images.shape[1:])
+    if train_shape != test_shape:
+        raise CorruptFileError(
+            ds.source,
+            f"train images are {_shape(train_shape)} but test images {_shape(test_shape)}; the "
+            "parts of a dataset must have one image shape",
+        )
     return ds
+
+
+def _shape(chw: tuple[int, ...]) -> str:
+    return f"{chw[1]}x{chw[2]} with {chw[0]} channel{'s' if chw[0] > 1 else ''}"
 
 
 def dataset_status(
