@@ -616,3 +616,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, base, tmp_path, c
     assert case.expect in lines[0], err
     assert "Traceback" not in err
     assert _snapshot(tmp_path) == before, "the failed command left files behind or changed them"
+
+
+def test_every_torch_file_is_loaded_through_load_torch():
+    """dwp.io.load_torch is the one loader of .pt files (weights_only=True, one-line errors);
+    numpy never unpickles."""
+    src = Path(__file__).parents[1] / "src" / "dwp"
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        if path.name != "io.py":
+            assert "torch.load(" not in text, path
+        assert "allow_pickle=True" not in text, path
