@@ -180,6 +180,24 @@ def test_nan_loss_stops_with_the_step(setup, tmp_path, capsys, monkeypatch):
     assert err[-1].startswith("error: the loss became nan at step 2 (epoch 2")
 
 
+def test_nan_after_a_checkpoint_keeps_the_run_resumable(setup, tmp_path, capsys, monkeypatch):
+    real, calls = bnn_mod._data_term, {"n": 0}
+
+    def poisoned(logits, y, n):  # epoch 3's step: after the checkpoint of epoch 2
+        calls["n"] += 1
+        return real(logits, y, n) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(bnn_mod, "_data_term", poisoned)
+    out = tmp_path / "run"
+    assert main(_args(setup, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "at step 3 (epoch 3" in err and f"{out} stays resumable from its checkpoint of " \
+        "epoch 2" in err  # fmt: skip
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(bnn_mod, "_data_term", real)
+    assert main(_args(setup, out)) == 0 and (out / "result.json").is_file()
+
+
 def test_wrong_priors_are_one_line_errors(setup, tmp_path, capsys):
     swapped = ["--prior", "dwp", "--prior-dirs", *reversed(setup["priors"])]
     assert main(_args(setup, tmp_path / "a", *swapped)) == 2

@@ -250,11 +250,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / _CONFIG, config.to_dict())
 
-    def kept() -> str:
-        return (f"{out} stays resumable from its checkpoint of epoch {start_epoch}" if saved[0]
-                else "nothing was kept")  # fmt: skip
-
-    saved = [ckpt_path.is_file()]
+    saved_epoch = start_epoch if ckpt_path.is_file() else None  # the last good checkpoint
 
     data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
     every = config.epochs_between_evals
@@ -275,7 +271,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
                 d, k = float(data.detach()), float(kl.detach())
                 raise NonFiniteError(
                     f"the loss became {d + k} at step {step} (epoch {epoch}; data term {d:.4g}, "
-                    f"KL {k:.4g}); {kept()}; try a lower --lr"
+                    f"KL {k:.4g}); {_kept(out, saved_epoch)}; try a lower --lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -308,7 +304,9 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
                 check_finite(record, f"the evaluation after epoch {epoch} (step "
                              f"{record['step']}) gave")  # fmt: skip
             except NonFiniteError as exc:
-                raise NonFiniteError(f"{exc}; {kept()}; try a lower --lr") from None
+                raise NonFiniteError(
+                    f"{exc}; {_kept(out, saved_epoch)}; try a lower --lr"
+                ) from None
             append_jsonl(out / _METRICS, record)
             ckpt = {"format_version": BNN_FORMAT_VERSION, "epoch": epoch, "wall_s": elapsed,
                     "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -317,7 +315,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
                     "config": config.to_dict()}  # fmt: skip
             with atomic_path(ckpt_path) as tmp:
                 torch.save(ckpt, tmp)
-            saved[0], start_epoch = True, epoch
+            saved_epoch = epoch
             if on_eval is not None:
                 on_eval(record)
     if record is None:  # resumed from the final checkpoint, killed before result.json
@@ -347,6 +345,13 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     check_finite(result, "the result")  # every number was checked on the way: a bug otherwise
     write_json(result_path, result)
     return result
+
+
+def _kept(out: Path, saved_epoch: int | None) -> str:
+    """What a run stopped by a NaN leaves: its last good checkpoint, or nothing."""
+    if saved_epoch is None:
+        return "nothing was kept"
+    return f"{out} stays resumable from its checkpoint of epoch {saved_epoch}"
 
 
 def _epoch(path: Path, record: dict) -> int:
