@@ -555,6 +555,22 @@ CASES = [
         "out of memory",
     ),
     Case(
+        "render-letters-no-fonts",
+        lambda t, b: [
+            "data",
+            "render-letters",
+            "--out",
+            str(t / "o"),
+            "--font-dir",
+            str(_write(t / "fonts" / "notes.txt", "x").parent),
+            "--train",
+            "10",
+            "--test",
+            "10",
+        ],
+        "fonts: no font there can render the letters A..J",
+    ),
+    Case(
         "render-letters-out-is-a-file",
         lambda t, b: [
             "data",

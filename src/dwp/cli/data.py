@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dwp.cli._common import DataRoot, bar, group
+from dwp.errors import DWPError
 
 app = group("Datasets: what is available here, previews, and rendered letters as notMNIST files.")
 
@@ -87,10 +88,16 @@ def data_render_letters(
     """Render notMNIST-style letters from every usable font here and write them as notMNIST
     IDX files, readable anywhere as `--dataset notmnist --data-root OUT`."""
     from dwp.data import cache_dir, export_letters, find_fonts
+    from dwp.data.letters import NO_FONTS
     from dwp.io import check_out_dir
 
     check_out_dir(out / "notMNIST")  # before the rendering, not after it
     fonts = find_fonts(font_dir) if font_dir else find_fonts()
+    if not fonts and font_dir:  # before the first line of output, not after it
+        where = ", ".join(map(str, font_dir))
+        raise DWPError(f"--font-dir {where}: no font there can render the letters A..J")
+    if not fonts:
+        raise DWPError(NO_FONTS)
     typer.echo(f"rendering {train} + {test} letters from {len(fonts)} fonts ...", err=True)
     bars: dict = {}
 

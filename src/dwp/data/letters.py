@@ -146,6 +146,11 @@ def _glyph_set(path: Path, size: int) -> np.ndarray | None:
     return stack
 
 
+#: The error when no font here can render A..J.
+NO_FONTS = ("no usable fonts found for the 'letters' dataset: install a font package (for example "
+            "Debian's fonts-dejavu) or set DWP_FONT_DIRS")  # fmt: skip
+
+
 def find_fonts(dirs: list[str | Path] | None = None) -> list[FontInfo]:
     """Fonts usable for rendering A..J, one per distinct family and style, sorted by name.
 
@@ -221,10 +226,7 @@ def render_letters(
     and as letters are drawn (``"letters"``).
     """
     if not fonts:
-        raise DWPError(
-            "no usable fonts found for the 'letters' dataset: install a font package "
-            "(for example Debian's fonts-dejavu) or set DWP_FONT_DIRS"
-        )
+        raise DWPError(NO_FONTS)
     jitter = jitter or JitterConfig()
     big = size * _SUPERSAMPLE
     glyphs = []
