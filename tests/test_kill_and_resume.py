@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -245,3 +246,42 @@ def test_a_bug_shows_its_traceback_and_how_to_report_it(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError" in err
     assert err.strip().splitlines()[-1].startswith("error: this is a bug in dwp")
+
+
+def test_interrupting_a_parallel_sweep_ends_its_workers_at_once():
+    """Ctrl-C (here: the caller stops after the first result) must not wait for the runs still
+    going in the worker processes, nor start the queued ones."""
+    from dwp.executors import LocalExecutor
+
+    runs = LocalExecutor(2).run(time.sleep, [0.1, 60, 60, 60])
+    t0 = time.monotonic()
+    assert next(runs) == (0, None)
+    runs.close()  # what a KeyboardInterrupt in the caller's loop does to the generator
+    assert time.monotonic() - t0 < 30
+
+
+def test_ctrl_c_of_a_parallel_sweep_ends_at_once_with_one_line(tiny_priors, tmp_path):
+    """Ctrl-C signals the whole process group: the parent says one line and ends its workers
+    (which clean up their interrupted runs) instead of waiting for them, and the queued runs
+    never start."""
+    out = tmp_path / "cls"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dwp.cli", "experiment", "classification", "--out", str(out),
+         "--dataset", "mnist", "--data-root", tiny_priors["data"], "--examples", "10",
+         "--splits", "0", "1", "--epochs", "100000", "--hidden", "4", "8", "--methods",
+         "normal", "log-uniform", "--jobs", "2", "--device", "cpu"],  # 4 runs: 2 queued
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while len(list(out.glob("runs/*/config.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # both runs training
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 20, err
+    assert err.strip().splitlines() == [
+        "error: interrupted; runs resume from their last checkpoint when the same command is "
+        "given again"
+    ]
+    assert not list(out.glob("runs/*/.lock"))  # the workers' runs cleaned up after themselves

@@ -18,6 +18,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import multiprocessing
+import os
+import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from dwp.errors import DWPError
@@ -35,6 +38,22 @@ def _init_worker(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    # Ctrl-C reaches the whole process group; the parent alone handles it and then ends the
+    # workers with SIGTERM, which a worker turns into SystemExit so that an interrupted run
+    # cleans up as after Ctrl-C (and an idle worker exits without a traceback)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _in_worker(fn, item):
+    try:
+        return fn(item)
+    except SystemExit as exc:  # SIGTERM from _stop: the run has cleaned up; the pool is gone
+        os._exit(exc.code if isinstance(exc.code, int) else 1)
 
 
 class LocalExecutor:
@@ -58,16 +77,38 @@ class LocalExecutor:
                     yield i, exc
             return
         ctx = multiprocessing.get_context("spawn")  # no forked torch thread pools
-        with concurrent.futures.ProcessPoolExecutor(
+        pool = concurrent.futures.ProcessPoolExecutor(
             self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)
-        ) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        )
+        try:
+            futures = {pool.submit(_in_worker, fn, item): i for i, item in enumerate(items)}
             for fut in concurrent.futures.as_completed(futures):
                 exc = fut.exception()
                 yield futures[fut], (fut.result() if exc is None else exc)
+        except BaseException:  # Ctrl-C, or the caller stopped: do not wait for the other runs
+            _stop(pool)
+            raise
+        pool.shutdown()
 
     def __repr__(self) -> str:
         return f"LocalExecutor(jobs={self.jobs})"
+
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and end the running ones now: a run killed midway resumes
+    from its last checkpoint, so waiting for hours of runs after a Ctrl-C buys nothing."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + 1  # idle workers take the shutdown and exit
+    for proc in processes:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for end in ("terminate", "kill"):  # SIGTERM: the run cleans up and ends; then SIGKILL
+        alive = [p for p in processes if p.is_alive()]
+        for proc in alive:
+            getattr(proc, end)()
+        deadline = time.monotonic() + 5
+        for proc in alive:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _call(fn, item):
