@@ -147,6 +147,32 @@ def _empty_checkpoint(tmp, base) -> list[str]:
     return argv
 
 
+def _foreign_checkpoint(tmp, base) -> list[str]:
+    argv = _resume(tmp, base)
+    torch.save({"epoch": 2, "weights": torch.zeros(3)}, tmp / "run" / "checkpoint.pt")
+    return argv
+
+
+def _foreign_prior_checkpoint(tmp, base) -> list[str]:
+    """A prior training killed after a checkpoint, whose checkpoint is another training's."""
+    out = tmp / "p"
+    argv = _prior(out, base["kernels"] / "conv1")
+    assert main(argv) == 0
+    (out / "prior.json").unlink()
+    (out / "weights.pt").unlink()
+    torch.save({"epoch": 1, "history": [{}]}, out / "checkpoint.pt")
+    return argv
+
+
+def _damaged_source_net(tmp, base) -> list[str]:
+    from dwp.train.source import SOURCE_FORMAT_VERSION
+
+    src = tmp / "src"
+    src.mkdir()
+    torch.save({"format_version": SOURCE_FORMAT_VERSION, "model": {}}, src / "net-000.pt")
+    return ["kernels", "extract", "--source", str(src), "--out", str(tmp / "k")]
+
+
 def _torn_middle_metrics(tmp, base) -> list[str]:
     argv = _resume(tmp, base)
     path = tmp / "run" / "metrics.jsonl"
@@ -569,6 +595,21 @@ CASES = [
             "10",
         ],
         "fonts: no font there can render the letters A..J",
+    ),
+    Case(
+        "checkpoint-of-another-run",
+        _foreign_checkpoint,
+        "checkpoint.pt: does not fit this training (KeyError: 'model'); delete it",
+    ),
+    Case(
+        "prior-checkpoint-of-another-training",
+        _foreign_prior_checkpoint,
+        "checkpoint.pt: does not fit this training (KeyError: 'vae'); delete it",
+    ),
+    Case(
+        "source-net-damaged",
+        _damaged_source_net,
+        "net-000.pt: a damaged source-net checkpoint (KeyError: 'hidden')",
     ),
     Case(
         "render-letters-out-is-a-file",

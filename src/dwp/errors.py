@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CorruptFileError", "DWPError", "DatasetNotFoundError", "NonFiniteError"]
+__all__ = ["CorruptFileError", "DWPError", "DatasetNotFoundError", "NonFiniteError", "one_line"]
 
 
 class DWPError(Exception):
@@ -42,3 +42,11 @@ class CorruptFileError(DWPError, ValueError):
 class NonFiniteError(DWPError, ArithmeticError):
     """A loss, metric or parameter became NaN or infinite: the run diverged (or its input holds
     such values). Training stops before anything claims to be finished."""
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters of it): how an
+    exception from torch, pickle or a worker is quoted inside a one-line error."""
+    text = str(exc).strip().splitlines()
+    first = text[0][:limit] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from dwp.errors import DWPError
+from dwp.errors import DWPError, one_line
 
 __all__ = ["LocalExecutor", "RayExecutor", "RunFailed", "gather", "make_executor"]
 
@@ -196,7 +196,7 @@ def gather(
     for i, outcome in runner.run(fn, items):
         if isinstance(outcome, BaseException):
             failed.append((i, outcome))
-            log.warning("run %s failed: %s", names[i], _one_line(outcome))
+            log.warning("run %s failed: %s", names[i], one_line(outcome))
             log.debug("run %s failed", names[i], exc_info=outcome)
             continue
         results[i] = outcome
@@ -204,7 +204,7 @@ def gather(
             on_result(i, outcome)
     error = None
     if failed:
-        lines = "; ".join(f"{names[i]}: {_one_line(e)}" for i, e in sorted(failed, key=_first))
+        lines = "; ".join(f"{names[i]}: {one_line(e)}" for i, e in sorted(failed, key=_first))
         error = RunFailed(
             f"{len(failed)} of {len(items)} runs failed ({lines}); the finished runs are kept, "
             "run the same command again to retry the others"
@@ -214,8 +214,3 @@ def gather(
 
 def _first(pair):
     return pair[0]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from dwp.errors import CorruptFileError, DWPError, NonFiniteError
+from dwp.errors import CorruptFileError, DWPError, NonFiniteError, one_line
 
 __all__ = [
     "append_jsonl",
@@ -28,9 +28,11 @@ __all__ = [
     "check_same_config",
     "cleanup_on_failure",
     "jsonable",
+    "load_checkpoint",
     "load_torch",
     "read_json",
     "read_jsonl",
+    "restoring",
     "run_lock",
     "truncate_jsonl",
     "write_csv",
@@ -258,8 +260,7 @@ def _load_problem(path: Path, exc: Exception) -> str:
         or (isinstance(exc, OSError) and exc.errno == 22)
     ):
         return "truncated or damaged (not a complete torch zip archive)"
-    first = message.strip().splitlines()[0] if message.strip() else ""
-    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__
+    return one_line(exc, 160)
 
 
 def load_torch(path: str | Path, what: str, map_location="cpu"):
@@ -278,6 +279,30 @@ def load_torch(path: str | Path, what: str, map_location="cpu"):
     except Exception as exc:  # a damaged archive raises almost anything (an OSError too)
         raise CorruptFileError(
             path, f"not a readable {what} ({_load_problem(path, exc)})"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, remedy: str) -> dict:
+    """A training checkpoint (a dict, on CPU: RNG states stay there) by :func:`load_torch`; a
+    damaged one is one line ending in ``remedy`` (how to start over)."""
+    try:
+        state = load_torch(path, "checkpoint")
+    except DWPError as exc:
+        raise DWPError(f"{exc}; {remedy}") from None
+    if not isinstance(state, dict):
+        raise CorruptFileError(path, f"not a checkpoint (a {type(state).__name__}); {remedy}")
+    return state
+
+
+@contextlib.contextmanager
+def restoring(path: str | Path, remedy: str) -> Iterator[None]:
+    """Around the code that puts a checkpoint's states back (model, optimiser, RNGs): a state
+    missing or of another shape is one line naming ``path``, ending in ``remedy``."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptFileError(
+            path, f"does not fit this training ({one_line(exc, 160)}); {remedy}"
         ) from None
 
 

@@ -40,9 +40,10 @@ from dwp.io import (
     check_finite,
     check_same_config,
     cleanup_on_failure,
-    load_torch,
+    load_checkpoint,
     read_json,
     read_jsonl,
+    restoring,
     run_lock,
     truncate_jsonl,
     write_json,
@@ -65,7 +66,7 @@ from dwp.priors import (
     check_per_layer,
     load_kernel_sets,
 )
-from dwp.train.loop import adam_linear_decay, shuffled_batches
+from dwp.train.loop import adam_linear_decay, kept_note, shuffled_batches
 
 __all__ = [
     "BNN_FORMAT_VERSION",
@@ -140,10 +141,13 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
     if not ((run / _CONFIG).is_file() and (run / _CHECKPOINT).is_file()):
         raise DWPError(f"{run} is not a Bayesian CNN run (needs {_CONFIG} and {_CHECKPOINT})")
     config = _stored_config(run / _CONFIG)
-    ckpt = _load_checkpoint(run / _CHECKPOINT)
-    ds = ckpt["data_shape"]
-    model = build_bnn(config, ds["channels"], ds["classes"], ds["size"], device)
-    model.load_state_dict(ckpt["model"])
+    ckpt = load_checkpoint(run / _CHECKPOINT, _REMEDY)
+    with restoring(run / _CHECKPOINT, _REMEDY):
+        ds = ckpt["data_shape"]
+        shape = (int(ds["channels"]), int(ds["classes"]), int(ds["size"]))
+    model = build_bnn(config, *shape, device)
+    with restoring(run / _CHECKPOINT, _REMEDY):
+        model.load_state_dict(ckpt["model"])
     return model, config
 
 
@@ -155,22 +159,7 @@ def _stored_config(path: Path) -> BNNConfig:
         raise DWPError(f"{path}: not a Bayesian CNN run's config ({exc})") from None
 
 
-_CHECKPOINT_KEYS = ("epoch", "wall_s", "model", "optimizer", "scheduler", "data_rng", "noise_rng",
-                    "data_shape")  # fmt: skip
-
-
-def _load_checkpoint(path: Path) -> dict:
-    """A run's checkpoint (on CPU: the RNG states stay there); damaged ones are one line that
-    says how to start the run over."""
-    remedy = "delete it to start the run over"
-    try:
-        ckpt = load_torch(path, "checkpoint", map_location="cpu")
-    except DWPError as exc:
-        raise DWPError(f"{exc}; {remedy}") from None
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise DWPError(f"{path}: not a Bayesian CNN checkpoint (no {', '.join(missing)}); {remedy}")
-    return ckpt
+_REMEDY = "delete it to start the run over"
 
 
 def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
@@ -232,20 +221,14 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     start_epoch, wall = 0, 0.0
     ckpt_path = out / _CHECKPOINT
     if ckpt_path.is_file():
-        ckpt = _load_checkpoint(ckpt_path)
-        try:
+        ckpt = load_checkpoint(ckpt_path, _REMEDY)
+        with restoring(ckpt_path, _REMEDY):
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             data_gen.set_state(ckpt["data_rng"])
             noise_gen.set_state(ckpt["noise_rng"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise DWPError(
-                f"{ckpt_path}: does not fit this run's model ({type(exc).__name__}: {first}); "
-                "delete it to start the run over"
-            ) from None
-        start_epoch, wall = ckpt["epoch"], ckpt["wall_s"]
+            start_epoch, wall = int(ckpt["epoch"]), float(ckpt["wall_s"])
     _truncate_metrics(out / _METRICS, start_epoch)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / _CONFIG, config.to_dict())
@@ -271,7 +254,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
                 d, k = float(data.detach()), float(kl.detach())
                 raise NonFiniteError(
                     f"the loss became {d + k} at step {step} (epoch {epoch}; data term {d:.4g}, "
-                    f"KL {k:.4g}); {_kept(out, saved_epoch)}; try a lower --lr"
+                    f"KL {k:.4g}); {kept_note(out, saved_epoch)}; try a lower --lr"
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -305,7 +288,7 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
                              f"{record['step']}) gave")  # fmt: skip
             except NonFiniteError as exc:
                 raise NonFiniteError(
-                    f"{exc}; {_kept(out, saved_epoch)}; try a lower --lr"
+                    f"{exc}; {kept_note(out, saved_epoch)}; try a lower --lr"
                 ) from None
             append_jsonl(out / _METRICS, record)
             ckpt = {"format_version": BNN_FORMAT_VERSION, "epoch": epoch, "wall_s": elapsed,
@@ -345,13 +328,6 @@ def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
     check_finite(result, "the result")  # every number was checked on the way: a bug otherwise
     write_json(result_path, result)
     return result
-
-
-def _kept(out: Path, saved_epoch: int | None) -> str:
-    """What a run stopped by a NaN leaves: its last good checkpoint, or nothing."""
-    if saved_epoch is None:
-        return "nothing was kept"
-    return f"{out} stays resumable from its checkpoint of epoch {saved_epoch}"
 
 
 def _epoch(path: Path, record: dict) -> int:

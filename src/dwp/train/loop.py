@@ -1,14 +1,16 @@
 """What every training loop of dwp shares: Adam with the learning rate decayed linearly to 0
 over the run (the protocol of the source nets, the priors, the Bayesian nets and the
-experiments' baselines), and the batches of one epoch in a seeded random order."""
+experiments' baselines), the batches of one epoch in a seeded random order, and what a run
+stopped by a NaN says it left."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 
-__all__ = ["adam_linear_decay", "shuffled_batches"]
+__all__ = ["adam_linear_decay", "kept_note", "shuffled_batches"]
 
 
 def adam_linear_decay(
@@ -32,3 +34,10 @@ def shuffled_batches(
         order = order.to(device)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
+
+
+def kept_note(directory: str | Path, saved_epoch: int | None) -> str:
+    """What a run stopped midway (a NaN) leaves: its checkpoint of ``saved_epoch``, or nothing."""
+    if saved_epoch is None:
+        return "nothing was kept"
+    return f"{directory} stays resumable from its checkpoint of epoch {saved_epoch}"

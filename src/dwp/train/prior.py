@@ -22,7 +22,8 @@ from dwp.io import (
     atomic_path,
     check_finite,
     cleanup_on_failure,
-    load_torch,
+    load_checkpoint,
+    restoring,
     run_lock,
     truncate_jsonl,
     write_json,
@@ -30,7 +31,7 @@ from dwp.io import (
 from dwp.kernels import kernel_norms, load_kernel_file
 from dwp.priors.store import claim_prior_dir, kernel_summary, load_prior, save_prior
 from dwp.priors.vae import KernelVAE, default_vae_config
-from dwp.train.loop import adam_linear_decay, shuffled_batches
+from dwp.train.loop import adam_linear_decay, kept_note, shuffled_batches
 
 __all__ = [
     "PriorTrainConfig",
@@ -143,15 +144,16 @@ def train_prior(
     opt, sched = adam_linear_decay(vae.parameters(), config.lr, total)
     history: list[dict] = []
     best_val, best_state, best_epoch = -math.inf, None, None
-    wall = 0.0
+    wall, saved_epoch = 0.0, None  # saved_epoch: that of the last good checkpoint
     if checkpoint is not None and Path(checkpoint).is_file():
         state = _load_state(Path(checkpoint), vae, opt, sched, gen, order_gen)
-        history, wall = state["history"], state["wall_s"]
+        history, wall, saved_epoch = state["history"], state["wall_s"], state["epoch"]
         best_val, best_state, best_epoch = (
             state["best_val"],
             state["best_state"],
             state["best_epoch"],
         )
+    where = Path(checkpoint).parent if checkpoint is not None else None
     t0 = time.perf_counter() - wall
     saved_at = time.perf_counter()
     for epoch in range(len(history) + 1, epochs + 1):
@@ -170,7 +172,7 @@ def train_prior(
             step = (epoch - 1) * steps_per_epoch + int(bad[0]) + 1
             raise NonFiniteError(
                 f"the kernel VAE's ELBO became {float(elbos[bad[0]])} at step {step} (epoch "
-                f"{epoch}); {_kept(checkpoint)}; try a lower --lr"
+                f"{epoch}); {kept_note(where, saved_epoch)}; try a lower --lr"
             )
         record = {"epoch": epoch, "epochs": epochs,
                   "train_elbo_per_kernel": float(elbos.sum()) / n,
@@ -190,7 +192,9 @@ def train_prior(
                 record, f"the kernel VAE's epoch {epoch} (step {epoch * steps_per_epoch}) gave"
             )
         except NonFiniteError as exc:
-            raise NonFiniteError(f"{exc}; {_kept(checkpoint)}; try a lower --lr") from None
+            raise NonFiniteError(
+                f"{exc}; {kept_note(where, saved_epoch)}; try a lower --lr"
+            ) from None
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -203,7 +207,7 @@ def train_prior(
                      "best_state": best_state, "best_epoch": best_epoch}  # fmt: skip
             with atomic_path(checkpoint) as tmp:
                 torch.save(state, tmp)
-            saved_at = now
+            saved_at, saved_epoch = now, epoch
     if best_state is not None:
         vae.load_state_dict(best_state)
         history[best_epoch - 1]["best"] = True
@@ -211,20 +215,9 @@ def train_prior(
     return history
 
 
-def _kept(checkpoint) -> str:
-    if checkpoint is not None and Path(checkpoint).is_file():
-        epoch = load_torch(checkpoint, "checkpoint")["epoch"]
-        return f"{Path(checkpoint).parent} stays resumable from its checkpoint of epoch {epoch}"
-    return "nothing was kept"
-
-
 def _load_state(path: Path, vae, opt, sched, gen, order_gen) -> dict:
-    remedy = "delete it to start the training over"
-    try:
-        state = load_torch(path, "checkpoint")
-    except DWPError as exc:
-        raise DWPError(f"{exc}; {remedy}") from None
-    try:
+    state = load_checkpoint(path, _REMEDY)
+    with restoring(path, _REMEDY):
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -232,15 +225,11 @@ def _load_state(path: Path, vae, opt, sched, gen, order_gen) -> dict:
         order_gen.set_state(state["order_rng"])
         if len(state["history"]) != state["epoch"]:
             raise ValueError("history and epoch disagree")
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise DWPError(
-            f"{path}: not a checkpoint of this training ({type(exc).__name__}: {first}); {remedy}"
-        ) from None
     return state
 
 
 _CHECKPOINT = "checkpoint.pt"
+_REMEDY = "delete it to start the training over"
 #: Seconds between checkpoints of :func:`fit_prior` (at most one per epoch; the last epoch
 #: always): small enough to lose little to a kill, large enough to cost nothing.
 CHECKPOINT_SECONDS = 30.0
@@ -296,10 +285,16 @@ def _fit(kernels_dir, out, settings, train_k, test_k, config, device, z_dim, hid
     vae.to(device)
     write_json(out / "config.json", settings)
     log_path, ckpt = out / "metrics.jsonl", out / _CHECKPOINT
-    done = load_torch(ckpt, "checkpoint")["epoch"] if ckpt.is_file() else 0
-    truncate_jsonl(log_path, lambda r: isinstance(r.get("epoch"), int) and r["epoch"] <= done)
+    truncated = False
 
     def log_epoch(record: dict) -> None:
+        nonlocal truncated
+        if not truncated:  # the first epoch after the checkpoint: drop the log's later lines
+            first = record["epoch"]
+            truncate_jsonl(
+                log_path, lambda r: isinstance(r.get("epoch"), int) and r["epoch"] < first
+            )
+            truncated = True
         append_jsonl(log_path, record)
         if on_epoch is not None:
             on_epoch(record)

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from dwp.config import SourceConfig
 from dwp.data import ImageSet, load_dataset
-from dwp.errors import DWPError
+from dwp.errors import DWPError, one_line
 from dwp.eval import evaluate_accuracy
 from dwp.io import (
     append_jsonl,
@@ -125,10 +125,7 @@ def load_source_net(
                           cfg["num_classes"], cfg["image_size"])  # fmt: skip
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise DWPError(
-            f"{path}: a damaged source-net checkpoint ({type(exc).__name__}: {first})"
-        ) from None
+        raise DWPError(f"{path}: a damaged source-net checkpoint ({one_line(exc, 160)})") from None
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, meta
 
