@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -249,8 +250,10 @@ def test_dwp_kl_is_a_differentiable_tensor_and_refuses_other_kernel_sizes():
     kl.backward()
     assert layer.weight.grad is not None and layer.log_sigma2.grad is not None
     assert all(p.grad is None for p in vae.parameters())  # frozen
-    with pytest.raises(DWPError, match="7x7 kernels, but 1 has 5x5"):
-        bayesianize(bayesianize_model, prior)
+    with pytest.raises(DWPError, match="7x7 kernels, but 1 has 5x5"):  # named: must fit
+        bayesianize(bayesianize_model, prior, layers=["0", "1"])
+    with pytest.raises(DWPError, match=r"fits none of the chosen convs: 1 \(conv 4->2 5x5\)"):
+        bayesianize(bayesianize_model, prior, layers=lambda n, m: n == "1", fallback=None)
     with pytest.raises(DWPError, match="7x7"):
         prior.kl(BayesConv2d(1, 1, (7, 5)))
 
@@ -322,7 +325,8 @@ def test_dwp_kernel_batch_cache_survives_a_state_dict_round_trip():
     layer, prior = _dwp_layer(1), _cached_prior(4)
     for _ in range(2):
         _kl_and_grads(prior, layer)
-    fresh = _cached_prior(4)
+    fresh = DeepWeightPrior(prior.vae, kernel_batch=4)  # the same prior, a new instance
+    fresh.generator = torch.Generator()
     fresh.load_state_dict(prior.state_dict())
     fresh.generator.set_state(prior.generator.get_state())
     for a, b in zip(_kl_and_grads(prior, layer), _kl_and_grads(fresh, layer), strict=True):
@@ -362,19 +366,23 @@ def test_dwp_samples_reduce_variance():
     assert spread(8) < spread(1)
 
 
-def test_prior_state_dict_round_trip_and_device_move():
+def test_prior_state_dict_holds_a_reference_not_the_vae():
     vae = KernelVAE(default_vae_config(7))
     prior = DeepWeightPrior(vae)
-    other = DeepWeightPrior(KernelVAE(default_vae_config(7)))
-    other.load_state_dict(prior.state_dict())
+    state = prior.state_dict()
+    assert not [k for k in state if k.startswith("vae.")]  # the frozen VAE is not saved
+    assert state["_extra_state"]["sha256"] == prior.sha256
+    with pytest.raises(DWPError, match="the prior changed since the model was saved"):
+        DeepWeightPrior(KernelVAE(default_vae_config(7))).load_state_dict(state)
+    other = DeepWeightPrior(vae)
+    other.load_state_dict(state)
     layer = BayesConv2d(1, 3, 7)
     for p in (prior, other):
         p.generator = torch.Generator().manual_seed(0)
     torch.testing.assert_close(prior.kl(layer), other.kl(layer))
     # .to() moves the VAE with the prior: a float64 copy scores a float64 layer the same
-    wide = DeepWeightPrior(KernelVAE(default_vae_config(7)))
-    wide.load_state_dict(prior.state_dict())
-    wide.to(torch.float64)
+    wide = DeepWeightPrior(copy.deepcopy(vae)).to(torch.float64)
+    wide.load_state_dict(prior.state_dict())  # the same prior at another precision
     assert all(p.dtype == torch.float64 for p in wide.parameters())
     layer64 = BayesConv2d(1, 3, 7, dtype=torch.float64)
     with torch.no_grad():
@@ -424,7 +432,10 @@ def test_bayesianize_keeps_weights_and_behaviour():
     torch.testing.assert_close(model(x), before, atol=1e-4, rtol=0)
     kl = kl_divergence(model)
     assert kl.ndim == 0 and kl > 0
-    assert bayesianize(model, NormalPrior()) == {}  # already Bayesian: left alone
+    with pytest.raises(
+        DWPError, match=r"Bayesian already: change their priors with dwp\.nn\.set_prior"
+    ):
+        bayesianize(model, NormalPrior())  # never a silent no-op
 
 
 def test_bayesianize_chooses_layers_and_priors():
@@ -435,7 +446,9 @@ def test_bayesianize_chooses_layers_and_priors():
     model = Small()
     bayesianize(model, lambda name, conv: NormalPrior(2.0), layers=lambda n, m: m.groups == 2)
     assert isinstance(model.body[2], BayesConv2d) and model.body[2].prior.std == 2.0
-    with pytest.raises(DWPError, match=r"no nn\.Conv2d named"):
+    with pytest.raises(
+        DWPError, match=r"no conv named 'nope' in the model; its convs: body\.0, body\.2, head"
+    ):
         bayesianize(Small(), NormalPrior(), layers=["nope"])
 
 

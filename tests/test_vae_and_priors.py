@@ -167,7 +167,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(DWPError, match="does not exist"):
+    with pytest.raises(DWPError, match="not found: give a prior directory"):
         load_prior(tmp_path / "nope")
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "prior.json").write_text("{}")

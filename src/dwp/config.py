@@ -229,8 +229,12 @@ def _ints(values) -> tuple[int, ...] | None:
 
 
 def _paths(values) -> tuple[str, ...]:
-    """Directories as absolute paths (a run's config then names them wherever it is read)."""
-    return tuple(str(Path(p).resolve()) for p in values)
+    """Directories as absolute paths (a run's config then names them wherever it is read); the
+    name of a shipped prior or kernel layer (``letters-fconv/conv1``, no such path here) as it
+    is."""
+    from dwp.data.shipped import is_shipped_name
+
+    return tuple(p if is_shipped_name(p) else str(Path(p).resolve()) for p in map(str, values))
 
 
 def _lists(d: dict, keys: Iterable[str]) -> dict:
@@ -618,6 +622,9 @@ class Preset:
     source_dataset: str
     target_dataset: str
     kernels: str | None = None  # kernel sets to use instead of training source nets
+    # a shipped prior set (dwp/data/priors/NAME) whose priors were fitted with prior_args to
+    # these kernels: the priors stage copies them instead of fitting (--refit-priors fits)
+    priors: str | None = None
     source_args: dict = field(default_factory=dict)
     kernel_args: dict = field(default_factory=dict)
     # layer -> PriorTrainConfig kwargs, optionally "z_dim" / "hidden" of the VAE (default: the
@@ -703,14 +710,15 @@ def stage_configs(
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
-        description="embedded data: priors fitted to the shipped kernels of 13 paper-protocol "
-        "source nets on letters rendered from 1331 fonts (trained on a GPU: a CPU needs 2 "
-        "minutes per epoch of them), moved to the reference's kernel scale for the Bayesian "
-        "nets; 5000 MNIST digits as the target, 3 splits at 50 examples, short runs; about 13 "
-        "minutes on 2 CPU cores",
+        description="embedded data: the shipped priors letters-fconv (fitted to the shipped "
+        "kernels of 13 paper-protocol source nets on letters rendered from 1331 fonts; "
+        "--refit-priors fits them again, 4 more minutes), moved to the reference's kernel scale "
+        "for the Bayesian nets; 5000 MNIST digits as the target, 3 splits at 50 examples, short "
+        "runs; about 11 minutes on 2 CPU cores",
         source_dataset="letters",
         target_dataset="mnist5k",
         kernels="letters-fconv",
+        priors="letters-fconv",
         # Why these priors differ from the paper's (docs/design.md): wider latents (z 8 / 16
         # against 2 / 4), because the Bayesian kernels drift towards what the VAE reconstructs,
         # so its samples must be as varied as the kernels; min_norm, because many small kernels

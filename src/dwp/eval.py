@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dwp.nn.bayes import Mode, bayes_mode
+from dwp.errors import DWPError
+from dwp.nn.bayes import Mode, bayes_mode, set_noise_generator
 
 __all__ = [
+    "Prediction",
     "classification_metrics",
     "evaluate_accuracy",
     "evaluate_bnn",
     "expected_calibration_error",
+    "predict",
     "predict_proba",
 ]
 
@@ -105,3 +110,75 @@ def evaluate_bnn(
     out = {"ens_acc": ens["acc"], "sample_acc": one["acc"], "det_acc": det["acc"],
            "nll": ens["nll"], "ece": ens["ece"], "det_nll": det["nll"]}  # fmt: skip
     return out
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict` returns: ``probs`` (N, classes), the ensemble's predictive
+    probabilities (the mean over samples); ``per_sample`` (samples, N, classes); ``metrics``
+    (with labels: the ensemble's ``acc``, ``nll``, ``ece``, and ``sample_acc``, one sample's
+    accuracy; else None). On the CPU."""
+
+    probs: torch.Tensor
+    per_sample: torch.Tensor
+    metrics: dict | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The predicted class of each example (the ensemble's argmax), (N,)."""
+        return self.probs.argmax(1)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """Entropy of the predictive distribution per example (nats), (N,): total uncertainty."""
+        p = self.probs.double()
+        return -(p * p.clamp_min(1e-300).log()).sum(1)
+
+
+def predict(
+    model: nn.Module,
+    data,
+    samples: int = 10,
+    *,
+    labels: torch.Tensor | None = None,
+    mode: Mode | str = Mode.sample,
+    seed: int | None = None,
+    batch_size: int = 1000,
+) -> Prediction:
+    """The MC ensemble of a (Bayesian) model on ``data``: images (N, C, H, W), an
+    :class:`~dwp.data.ImageSet` or a pair ``(images, labels)`` (whose labels give the metrics).
+
+    ``samples`` forward passes with fresh noise (mode ``sample``; one pass of the posterior
+    means in mode ``mean``), averaged into predictive probabilities; ``seed`` pins the noise
+    (the layers' generators are restored after). Evaluated in ``model.eval()`` (which leaves
+    Bayesian layers sampling; see :func:`dwp.nn.set_mode`) and on the model's device.
+    """
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        images, labels = data.images, data.labels if labels is None else labels
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        images, labels = data[0], data[1] if labels is None else labels
+    else:
+        images = data
+    if not isinstance(images, torch.Tensor) or images.ndim < 2:
+        raise DWPError("predict: expected images as a tensor (N, ...), an ImageSet or a pair")
+    if samples < 1:
+        raise DWPError(f"predict: samples must be >= 1, got {samples}")
+    layers = [m for m in model.modules() if hasattr(m, "generator")]  # layers and priors
+    before = [m.generator for m in layers]
+    if seed is not None:
+        device = next(model.parameters()).device
+        set_noise_generator(model, torch.Generator(device).manual_seed(seed))
+    try:
+        per_sample = predict_proba(model, images, samples, batch_size, mode)
+    finally:
+        if seed is not None:
+            for m, g in zip(layers, before, strict=True):
+                m.generator = g
+    probs = per_sample.mean(0)
+    metrics = None
+    if labels is not None:
+        if len(labels) != len(images):
+            raise DWPError(f"predict: {len(images)} images but {len(labels)} labels")
+        metrics = classification_metrics(probs, labels.long())
+        metrics["sample_acc"] = classification_metrics(per_sample[0], labels.long())["acc"]
+    return Prediction(probs=probs, per_sample=per_sample, metrics=metrics)

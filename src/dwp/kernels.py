@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dwp.config import DEFAULT_MIN_NORM, KernelConfig
+from dwp.data.shipped import SHIPPED_KERNELS, shipped_kernel_sets
 from dwp.errors import DWPError
 from dwp.io import atomic_path, cleanup_on_failure, write_json
 from dwp.nn import conv_layers
@@ -198,17 +199,6 @@ def _extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kerne
         stats["layers"][layer] = layer_stats
     write_json(out / "stats.json", stats)
     return stats
-
-
-SHIPPED_KERNELS = Path(__file__).parent / "data" / "kernels"
-
-
-def shipped_kernel_sets() -> list[str]:
-    """Names of the kernel sets shipped with dwp (``dwp/data/kernels/NAME``, each with a README
-    saying how it was made)."""
-    if not SHIPPED_KERNELS.is_dir():
-        return []
-    return sorted(p.name for p in SHIPPED_KERNELS.iterdir() if (p / "stats.json").is_file())
 
 
 def resolve_kernel_sets(name_or_path: str | Path) -> Path:

@@ -54,21 +54,23 @@ def reproduce(
     kernels_dir: str | Path | None = None,
     executor=None,
     on_event: Callable[[dict], None] | None = None,
+    refit_priors: bool = False,
 ) -> Path:
     """Run (or resume) every stage of ``preset`` into ``out``; returns the report's path.
 
     ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with one
     directory per conv layer of the target dataset's network family) instead of training
     source nets. ``executor``: runs the source nets and the classification sweep's runs (see
-    :mod:`dwp.executors`). ``on_event`` receives ``{"stage", "index", "total", "event": "start" |
-    "skip" | "done" | "progress", ...}``; progress events carry the stage's own callback record
-    under ``"record"``.
+    :mod:`dwp.executors`). ``refit_priors``: fit the priors even where the preset names shipped
+    ones (``preset.priors``) that were fitted with its settings. ``on_event`` receives
+    ``{"stage", "index", "total", "event": "start" | "skip" | "done" | "progress", ...}``;
+    progress events carry the stage's own callback record under ``"record"``.
     """
     from dwp.experiments import run_classification, run_convergence, run_features
     from dwp.kernels import extract_kernels, resolve_kernel_sets
     from dwp.priors import rescale_prior
     from dwp.report import build_report
-    from dwp.train.prior import fit_prior
+    from dwp.train.prior import fit_prior, prior_settings
     from dwp.train.source import list_source_nets, load_source_net, train_source_nets
 
     if isinstance(preset, str):
@@ -104,8 +106,10 @@ def reproduce(
             f"preset {preset.name}: prior_args names {', '.join(unknown)}, but the {arch} net of "
             f"{preset.target_dataset} has the conv layers {', '.join(layers)}"
         )
+    shipped = None if refit_priors else preset.priors
     settings = {"preset": jsonable(preset.to_dict()),
-                "kernels_dir": str(kernels_dir) if kernels_dir else None}  # fmt: skip
+                "kernels_dir": str(kernels_dir) if kernels_dir else None,
+                "shipped_priors": shipped}  # fmt: skip
     check_same_config(out, settings, "a reproduction")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", settings)
@@ -145,11 +149,18 @@ def reproduce(
         info = {}
         for layer, d in zip(layers, prior_dirs, strict=True):
             cfg, vae_shape, median_norm = configs["priors"].get(layer, no_args)
+            if shipped is not None:  # the preset's prior as shipped: copied, not refitted
+                name = copy_shipped_prior(
+                    f"{shipped}/{layer}", d, prior_settings(kdir / layer, cfg, **vae_shape)
+                )
+                info[layer] = {"shipped": name}
             # a finished prior is loaded, a killed one resumes from its checkpoint
             _, meta = fit_prior(kdir / layer, d, cfg, device, **vae_shape,
                                 on_epoch=progress("priors"))  # fmt: skip
             metrics = meta["metrics"]
-            info[layer] = {"test_elbo": metrics.get("test", metrics["train"])["elbo_per_kernel"]}
+            info.setdefault(layer, {})["test_elbo"] = metrics.get("test", metrics["train"])[
+                "elbo_per_kernel"
+            ]
             if median_norm:
                 bnn_d = out / "priors" / f"{layer}-rescaled"
                 _, rescaled = rescale_prior(d, bnn_d, median_norm=median_norm)
@@ -198,6 +209,45 @@ def reproduce(
             _mark(out, stage, seconds, **info)
         emit({**base, "event": "done", "seconds": seconds, **info})
     return out / "report.md"
+
+
+def copy_shipped_prior(name: str, out: Path, settings: dict) -> str:
+    """Copy the shipped prior ``name`` into ``out`` (a prior directory like the one fitting
+    would write), after checking that it was fitted with ``settings``; returns its name."""
+    import shutil
+    import tempfile
+
+    from dwp.data.shipped import SHIPPED_PRIORS, shipped_priors
+    from dwp.io import read_json
+
+    if name not in shipped_priors():
+        raise DWPError(
+            f"the preset names the shipped prior {name}, which this installation lacks "
+            f"(shipped: {', '.join(shipped_priors()) or 'none'}); use --refit-priors"
+        )
+    src = SHIPPED_PRIORS / name
+    stored = read_json(src / "config.json")
+    diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+    if diff:
+        k = diff[0]
+        raise DWPError(
+            f"the shipped prior {name} was fitted with {k} {stored.get(k)!r}, the preset asks "
+            f"for {settings.get(k)!r}; use --refit-priors to fit it"
+        )
+    if (out / "prior.json").is_file():
+        return name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        for f in ("config.json", "metrics.jsonl", "weights.pt", "prior.json"):
+            if (src / f).is_file():
+                shutil.copy2(src / f, tmp / f)
+        if out.exists():  # an empty or partial directory of an earlier attempt
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return name
 
 
 def _layers(preset: Preset, data_root) -> tuple[tuple[str, ...], tuple[str, ...], str]:

@@ -11,7 +11,7 @@ from dwp.cli._common import LR, DeviceOpt, bar, group
 from dwp.config import VAE_DEFAULTS, PriorTrainConfig
 from dwp.errors import DWPError
 
-app = group("Kernel VAE priors: train, evaluate, sample, import, rescale.")
+app = group("Kernel VAE priors: list the shipped ones; train, evaluate, sample, import, rescale.")
 D = PriorTrainConfig  # the defaults
 
 
@@ -19,10 +19,55 @@ def _per_size(index: int) -> str:
     return ", ".join(f"{v[index]} for {k}x{k}" for k, v in VAE_DEFAULTS.items())
 
 
+@app.command("list")
+def prior_list(
+    priors: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Prior directories to list too (default: the shipped ones only).",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json", help="Also write the rows as JSON here.", show_default=False),
+    ] = None,
+) -> None:
+    """The priors shipped with dwp (and any given): name (what --prior-dirs, bayesianize and
+    DeepWeightPrior.pretrained take), kernel size, latent size, the kernels it was fitted to, test
+    ELBO and the zero kernel's ELBO (nats/kernel), and the effective rank of its samples beside
+    its training kernels'."""
+    from dwp.cli._common import echo_table
+    from dwp.data.shipped import shipped_priors
+    from dwp.io import write_json
+    from dwp.priors import prior_card
+
+    names = [*shipped_priors(), *map(str, priors or [])]
+    if not names:
+        raise DWPError("no priors shipped with this installation, and none given")
+    cards = [prior_card(n) for n in names]
+
+    def num(v, fmt=".1f"):
+        return "-" if v is None else format(v, fmt)
+
+    rows = [[c["name"], f"{c['kernel_size']}x{c['kernel_size']}", c["z_dim"], c["source"] or "-",
+             num(c["kernels"], "d"), num(c["test_elbo"]), num(c["zero_kernel_elbo"]),
+             f"{num(c['rank_samples'])} / {num(c['rank_kernels'])}"] for c in cards]  # fmt: skip
+    echo_table(["name", "kernel", "z", "fitted to", "kernels", "test ELBO", "zero-kernel ELBO",
+                "eff. rank samples / kernels"], rows)  # fmt: skip
+    if json_out is not None:
+        write_json(json_out, cards)
+
+
 @app.command("train")
 def prior_train(
     kernels: Annotated[
-        Path, typer.Option("--kernels", help="Layer directory with train.npy, test.npy.")
+        Path,
+        typer.Option(
+            "--kernels",
+            help="Layer directory with train.npy, test.npy, or a shipped one "
+            "(letters-fconv/conv1).",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
     z_dim: Annotated[
@@ -118,7 +163,9 @@ def prior_train(
 
 @app.command("eval")
 def prior_eval(
-    prior: Annotated[Path, typer.Option("--prior", help="Prior directory.")],
+    prior: Annotated[
+        Path, typer.Option("--prior", help="Prior directory or shipped name (`dwp prior list`).")
+    ],
     kernels: Annotated[Path, typer.Option("--kernels", help="Kernel file (N, 1, k, k) .npy.")],
     samples: Annotated[int, typer.Option(min=1, help="Draws of z per kernel for the ELBO.")] = 10,
     iw_samples: Annotated[
@@ -154,7 +201,9 @@ def prior_eval(
 
 @app.command("sample")
 def prior_sample(
-    prior: Annotated[Path, typer.Option("--prior", help="Prior directory.")],
+    prior: Annotated[
+        Path, typer.Option("--prior", help="Prior directory or shipped name (`dwp prior list`).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
     kernels: Annotated[
         Path | None,
@@ -199,7 +248,7 @@ def prior_import(
 
 @app.command("rescale")
 def prior_rescale(
-    prior: Annotated[Path, typer.Argument(help="Prior directory.")],
+    prior: Annotated[Path, typer.Argument(help="Prior directory or shipped name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
     median_norm: Annotated[
         float | None,

@@ -59,6 +59,14 @@ def reproduce_cmd(
             show_default=False,
         ),
     ] = None,
+    refit_priors: Annotated[
+        bool,
+        typer.Option(
+            "--refit-priors",
+            help="Fit the priors even where the preset uses shipped ones (quick: letters-fconv, "
+            "fitted with the preset's settings; `dwp prior list`).",
+        ),
+    ] = False,
     executor_kind: ExecutorOpt = ExecutorKind.local,
     jobs: JobsOpt = 0,
     address: AddressOpt = None,
@@ -100,7 +108,8 @@ def reproduce_cmd(
     try:
         dev = resolve_device(device)
         path = reproduce(chosen, out, dev, data_root, kernels,
-                         executor(executor_kind, jobs, address, dev), on_event)  # fmt: skip
+                         executor(executor_kind, jobs, address, dev), on_event,
+                         refit_priors=refit_priors)  # fmt: skip
     finally:
         if state["bar"] is not None:
             state["bar"].close()

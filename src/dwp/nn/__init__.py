@@ -12,9 +12,11 @@ from dwp.nn.bayes import (
     bayes_layers,
     bayes_mode,
     bayesianize,
+    describe_bayes,
     kl_divergence,
     set_mode,
     set_noise_generator,
+    set_prior,
 )
 from dwp.nn.cifarnet import CIFARNet, cifarnet_hidden
 from dwp.nn.convvae import ConvVAE
@@ -33,6 +35,7 @@ from dwp.nn.nets import (
     resolve_arch,
     valid_hidden,
 )
+from dwp.nn.saving import bayes_plan, load_bayesian, save_bayesian
 
 __all__ = [
     "ARCHS",
@@ -50,6 +53,7 @@ __all__ = [
     "Posterior",
     "bayes_layers",
     "bayes_mode",
+    "bayes_plan",
     "bayesianize",
     "build_net",
     "check_hidden",
@@ -57,14 +61,18 @@ __all__ = [
     "conv_layers",
     "conv_names",
     "default_hidden",
+    "describe_bayes",
     "describe_net",
     "init_classifier",
     "init_conv_kernels",
     "kl_divergence",
     "l2_penalty",
+    "load_bayesian",
     "random_kernels",
     "resolve_arch",
+    "save_bayesian",
     "set_mode",
     "set_noise_generator",
+    "set_prior",
     "valid_hidden",
 ]

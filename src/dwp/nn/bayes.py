@@ -26,8 +26,9 @@ A layer's prior (``layer.prior``, a module from :mod:`dwp.priors`) gives ``layer
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -47,9 +48,11 @@ __all__ = [
     "bayes_layers",
     "bayes_mode",
     "bayesianize",
+    "describe_bayes",
     "kl_divergence",
     "set_mode",
     "set_noise_generator",
+    "set_prior",
 ]
 
 _STD_FLOOR = 1e-16  # added to variances under the square root, so gradients stay finite
@@ -217,6 +220,7 @@ class LogUniformLinear(_LinearMixin, _LogUniformMixin, nn.Linear):
 
 
 _CONV_CLASS = {Posterior.gaussian: BayesConv2d, Posterior.log_uniform: LogUniformConv2d}
+_LINEAR_CLASS = {Posterior.gaussian: BayesLinear, Posterior.log_uniform: LogUniformLinear}
 
 
 def bayes_layers(model: nn.Module) -> dict[str, BayesLayer]:
@@ -265,101 +269,302 @@ def set_noise_generator(model: nn.Module, generator: torch.Generator | None) -> 
             m.generator = generator
 
 
-PriorSpec = nn.Module | Mapping[str, nn.Module] | Callable[[str, nn.Conv2d], nn.Module] | None
+PriorSpec = (
+    str | Path | nn.Module | Mapping[str, "PriorSpec"] | Sequence["PriorSpec"]
+    | Callable[[str, nn.Module], "PriorSpec"] | None
+)  # fmt: skip
+"""What ``bayesianize`` and ``set_prior`` take as a prior (see :func:`bayesianize`)."""
+
+_BASIC = ("normal", "log-uniform")
+
+
+class _Resolver:
+    """Turns prior specs into prior instances, loading each named prior once per call."""
+
+    def __init__(self):
+        self._loaded: dict[str, list[nn.Module]] = {}
+
+    def named(self, name: str) -> list[nn.Module]:
+        from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior
+
+        if name not in self._loaded:
+            if name == "normal":
+                self._loaded[name] = [NormalPrior()]
+            elif name == "log-uniform":
+                self._loaded[name] = [LogUniformPrior()]
+            else:
+                from dwp.data.shipped import resolve_prior_set
+
+                self._loaded[name] = [DeepWeightPrior.from_dir(d) for d in resolve_prior_set(name)]
+        return self._loaded[name]
+
+    def candidates(self, spec, name: str, module: nn.Module) -> list[nn.Module]:
+        """The priors a spec offers for one layer, in order of preference."""
+        if spec is None:
+            return []
+        if isinstance(spec, str | Path):
+            return self.named(str(spec))
+        if isinstance(spec, nn.Module):
+            return [spec]
+        if isinstance(spec, Mapping):
+            raise DWPError("a mapping of priors cannot be nested in another spec")
+        if isinstance(spec, Sequence):
+            return [p for item in spec for p in self.candidates(item, name, module)]
+        if callable(spec):
+            return self.candidates(spec(name, module), name, module)
+        raise DWPError(
+            f"cannot use a {type(spec).__name__} as the prior of {name}: give a prior name or "
+            "directory, a prior instance, a list, a mapping from layer names or a callable"
+        )
+
+
+def _fits(prior: nn.Module, module: nn.Module, name: str) -> str | None:
+    """None if ``prior`` can be the prior of ``module``, else why not."""
+    try:
+        prior.check_layer(module, name)
+    except DWPError as exc:
+        return str(exc)
+    return None
+
+
+def _choose(resolver: _Resolver, spec, name: str, module: nn.Module, explicit: bool):
+    """The first candidate of ``spec`` that fits the layer (None if there is none and the layer
+    was not named explicitly; an error naming the layer if it was)."""
+    offered = resolver.candidates(spec, name, module)
+    why = []
+    for p in offered:
+        problem = _fits(p, module, name)
+        if problem is None:
+            return p
+        why.append(problem)
+    if offered and explicit:
+        raise DWPError(why[0] if len(why) == 1 else f"no prior given for {name} fits it: {why[0]}")
+    return None
+
+
+def _layer_shape(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size
+        g = f", groups {module.groups}" if module.groups > 1 else ""
+        return f"conv {module.in_channels}->{module.out_channels} {k[0]}x{k[1]}{g}"
+    if isinstance(module, nn.Linear):
+        return f"linear {module.in_features}->{module.out_features}"
+    return type(module).__name__
+
+
+def _candidates(model: nn.Module, linear: bool) -> dict[str, nn.Module]:
+    """The model's convs (and linears) by name, not looking inside Bayesian layers (whose
+    priors hold VAEs of their own)."""
+    kinds = (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,)
+    found = {}
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        if isinstance(module, kinds):
+            found[prefix] = module
+        if isinstance(module, BayesLayer):
+            return
+        for child_name, child in module.named_children():
+            walk(child, f"{prefix}.{child_name}" if prefix else child_name)
+
+    walk(model, "")
+    return found
+
+
+def _chosen(found: dict[str, nn.Module], layers, what: str) -> tuple[list[str], set[str]]:
+    """The chosen layer names and which of them were named explicitly."""
+    if layers is None:
+        return list(found), set()
+    if callable(layers):
+        return [n for n, m in found.items() if layers(n, m)], set()
+    names = [layers] if isinstance(layers, str) else list(layers)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise DWPError(
+            f"no {what} named {', '.join(map(repr, missing))} in the model; its {what}s: "
+            f"{', '.join(found) or 'none'}"
+        )
+    return names, set(names)
 
 
 def bayesianize(
     model: nn.Module,
-    prior: PriorSpec = None,
+    prior: PriorSpec = "normal",
     *,
-    layers: Callable[[str, nn.Conv2d], bool] | list[str] | None = None,
+    fallback: PriorSpec = "normal",
+    layers: Callable[[str, nn.Module], bool] | Sequence[str] | None = None,
+    linear: PriorSpec = None,
     posterior: Posterior | str | None = None,
     mode: Mode | str = Mode.sample,
     log_sigma2_init: float = -10.0,
     alpha_logit_init: float = -2.0,
 ) -> dict[str, BayesLayer]:
-    """Replace the chosen ``nn.Conv2d`` layers of ``model`` by Bayesian ones, in place.
+    """Replace the chosen ``nn.Conv2d`` (and, with ``linear``, ``nn.Linear``) layers of
+    ``model`` by Bayesian ones, in place, each with its prior; returns the new layers by name.
 
     Args:
-        model: any model; its ``nn.Conv2d`` modules are found by ``isinstance`` (layers that are
-            already Bayesian are left alone).
-        prior: one prior for every chosen layer, a mapping from layer name to prior, or a
-            callable ``(name, conv) -> prior``. Each prior checks that it fits its layer (a
-            :class:`~dwp.priors.DeepWeightPrior` refuses another kernel size).
-        layers: which convs to convert: a list of qualified names or a predicate
-            ``(name, conv) -> bool``; default all.
-        posterior: ``gaussian`` or ``log-uniform``; default: what the prior asks for
-            (``prior.posterior`` if it has one), else ``gaussian``.
-        mode: the new layers' forward mode (``sample`` or ``mean``).
-        log_sigma2_init: the Gaussian posteriors' initial log-variance.
+        model: any model; its layers are found by ``isinstance``.
+        prior: the convs' prior. A name: ``"normal"`` (N(0, 1)), ``"log-uniform"``, a shipped
+            prior (``"letters-fconv/conv1"``), a shipped prior set (``"letters-fconv"``: its
+            priors, each on the convs of its kernel size), or a prior directory (or a folder of
+            them). A prior instance (:mod:`dwp.priors`). A list of any of these: each conv takes
+            the first that fits it. A mapping from layer name to any of these. A callable
+            ``(name, layer) -> any of these or None``.
+        fallback: the prior of chosen convs that ``prior`` has nothing for (a deep weight prior
+            fits only its kernel size): same forms; default N(0, 1). ``None`` leaves those convs
+            as they are (deterministic).
+        layers: which layers to consider: qualified names (``model.named_modules()``'s) or a
+            predicate ``(name, layer) -> bool``; default all. A named layer that no prior fits
+            is an error, not a fallback.
+        linear: the prior of the ``nn.Linear`` layers (same forms); None (default): they stay
+            deterministic.
+        posterior: ``gaussian`` or ``log-uniform``; default: what each prior asks for
+            (``prior.posterior``), else ``gaussian``.
+        mode: the new layers' forward mode (``sample`` or ``mean``; ``model.eval()`` does not
+            change it, see :func:`set_mode`).
+        log_sigma2_init: the Gaussian posteriors' initial log-variance (the paper's -10).
         alpha_logit_init: the log-uniform posteriors' initial logit of alpha.
 
+    Every chosen layer gets its own prior state (``prior.for_layer()``): one deep weight prior
+    given for several layers shares its frozen VAE between them, never a layer's kernel cache.
     The new layers keep the old ones' weights (as posterior means), biases, device and dtype.
-    Returns the new layers by name.
+    :func:`describe_bayes` (``dwp.nn.describe_bayes(model)``) lists which layer got which prior.
+    A model that is Bayesian already is refused: :func:`set_prior` changes its priors.
     """
-    convs = {
-        n: m
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Conv2d) and not isinstance(m, BayesLayer)
-    }
-    if layers is None:
-        chosen = list(convs)
-    elif callable(layers):
-        chosen = [n for n, m in convs.items() if layers(n, m)]
-    else:
-        missing = [n for n in layers if n not in convs]
-        if missing:
-            raise DWPError(
-                f"no nn.Conv2d named {', '.join(missing)} in the model; convs: {', '.join(convs)}"
-            )
-        chosen = list(layers)
-    if isinstance(prior, Mapping):
-        unknown = set(prior) - set(chosen)
-        if unknown:
-            raise DWPError(f"priors given for unknown layers: {', '.join(sorted(unknown))}")
-    plan = []
-    for name in chosen:  # check every layer before changing the model
-        conv = convs[name]
-        if isinstance(prior, Mapping):
-            p = prior.get(name)
-        elif isinstance(prior, nn.Module) or prior is None:
-            p = prior
-        else:
-            p = prior(name, conv)
-        kind = Posterior(posterior or getattr(p, "posterior", None) or Posterior.gaussian)
-        if p is not None:
-            p.check_layer(conv, name)
-            if kind is not Posterior.log_uniform and getattr(p, "posterior", None) == "log-uniform":
-                raise DWPError(f"the prior of {name} needs posterior='log-uniform'")
-        plan.append((name, conv, p, kind))
-    new = {}
-    for name, conv, p, kind in plan:
-        opts = ({"log_sigma2_init": log_sigma2_init} if kind is Posterior.gaussian
-                else {"alpha_logit_init": alpha_logit_init})  # fmt: skip
-        layer = _CONV_CLASS[kind](
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=conv.groups,
-            bias=conv.bias is not None,
-            padding_mode=conv.padding_mode,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-            mode=mode,
-            **opts,
+    found = _candidates(model, linear is not None)
+    already = [n for n, m in found.items() if isinstance(m, BayesLayer)]
+    chosen, explicit = _chosen(found, layers, "conv or linear layer" if linear else "conv")
+    again = [n for n in chosen if n in already]
+    if again:
+        raise DWPError(
+            f"layers {', '.join(again)} are Bayesian already: change their priors with "
+            "dwp.nn.set_prior(model, prior), or choose the ordinary layers with layers="
         )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
+    resolver, plan = _Resolver(), []
+    if isinstance(prior, Mapping):
+        unknown = [n for n in prior if n not in found]
+        if unknown:
+            raise DWPError(
+                f"priors given for unknown layers {', '.join(map(repr, unknown))}; the model's "
+                f"convs: {', '.join(n for n, m in found.items() if isinstance(m, nn.Conv2d))}"
+            )
+        chosen += [n for n in prior if n not in chosen]
+    used = set()
+    for name in chosen:  # every layer is checked before the model changes
+        module = found[name]
+        is_conv = isinstance(module, nn.Conv2d)
+        if isinstance(prior, Mapping):
+            spec, named = (prior.get(name), name in prior) if is_conv else (linear, False)
+        else:
+            spec, named = (prior, name in explicit) if is_conv else (linear, False)
+        p = _choose(resolver, spec, name, module, named)
         if p is not None:
-            layer.prior = p.to(conv.weight.device)
+            used.add(id(p))
+        elif is_conv:
+            p = _choose(resolver, fallback, name, module, name in explicit)
+            if p is None and fallback is not None and name in explicit:
+                raise DWPError(f"neither the prior nor the fallback fits {name}")
+        if p is None:
+            continue  # left deterministic
+        kind = Posterior(posterior or getattr(p, "posterior", None) or Posterior.gaussian)
+        if kind is not Posterior.log_uniform and getattr(p, "posterior", None) == "log-uniform":
+            raise DWPError(f"the prior of {name} needs posterior='log-uniform'")
+        plan.append((name, module, p, kind))
+    _check_used(resolver, prior, used, {n: found[n] for n in chosen})
+    new = {}
+    for name, module, p, kind in plan:
+        layer = _bayes_layer(module, kind, mode, log_sigma2_init, alpha_logit_init)
+        if hasattr(p, "for_layer"):
+            p = p.for_layer()
+        layer.prior = p.to(module.weight.device)
         _set_submodule(model, name, layer)
         new[name] = layer
     return new
+
+
+def _check_used(resolver: _Resolver, spec, used: set, found: dict) -> None:
+    """A deep weight prior given for every conv that fits none of them is a mistake, not a
+    fallback to say nothing about."""
+    if isinstance(spec, Mapping) or spec is None or (callable(spec) and not isinstance(
+            spec, nn.Module)):  # fmt: skip
+        return
+    offered = resolver.candidates(spec, "", nn.Identity()) if not isinstance(spec, nn.Module) \
+        else [spec]  # fmt: skip
+    if offered and not any(id(p) in used for p in offered):
+        convs = [f"{n} ({_layer_shape(m)})" for n, m in found.items() if isinstance(m, nn.Conv2d)]
+        what = ", ".join(getattr(p, "describe", lambda p=p: type(p).__name__)() for p in offered)
+        raise DWPError(f"{what} fits none of the chosen convs: {', '.join(convs) or 'none'}")
+
+
+def _bayes_layer(module, kind, mode, log_sigma2_init, alpha_logit_init) -> BayesLayer:
+    opts = ({"log_sigma2_init": log_sigma2_init} if kind is Posterior.gaussian
+            else {"alpha_logit_init": alpha_logit_init})  # fmt: skip
+    common = {"device": module.weight.device, "dtype": module.weight.dtype, "mode": mode, **opts}
+    if isinstance(module, nn.Conv2d):
+        layer = _CONV_CLASS[kind](
+            module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+            padding=module.padding, dilation=module.dilation, groups=module.groups,
+            bias=module.bias is not None, padding_mode=module.padding_mode, **common,
+        )  # fmt: skip
+    else:
+        layer = _LINEAR_CLASS[kind](module.in_features, module.out_features,
+                                    bias=module.bias is not None, **common)  # fmt: skip
+    with torch.no_grad():
+        layer.weight.copy_(module.weight)
+        if module.bias is not None:
+            layer.bias.copy_(module.bias)
+    return layer
+
+
+def set_prior(
+    model: nn.Module,
+    prior: PriorSpec,
+    *,
+    layers: Callable[[str, nn.Module], bool] | Sequence[str] | None = None,
+) -> dict[str, BayesLayer]:
+    """Give the Bayesian layers of ``model`` new priors (same forms as :func:`bayesianize`'s
+    ``prior``); layers that ``prior`` has nothing for keep theirs, unless named in ``layers``
+    (then it is an error). Returns the layers whose prior changed."""
+    found = bayes_layers(model)
+    if not found:
+        raise DWPError("the model has no Bayesian layers; make some with dwp.nn.bayesianize")
+    chosen, explicit = _chosen(found, layers, "Bayesian layer")
+    if isinstance(prior, Mapping):
+        unknown = [n for n in prior if n not in found]
+        if unknown:
+            raise DWPError(
+                f"priors given for {', '.join(map(repr, unknown))}, which are not Bayesian "
+                f"layers of the model; its Bayesian layers: {', '.join(found)}"
+            )
+        chosen = [n for n in chosen if n in prior]
+    resolver, plan = _Resolver(), []
+    for name in chosen:
+        spec = prior.get(name) if isinstance(prior, Mapping) else prior
+        named = name in explicit or isinstance(prior, Mapping)
+        p = _choose(resolver, spec, name, found[name], named)
+        if p is not None:
+            plan.append((name, p))
+    changed = {}
+    for name, p in plan:
+        layer = found[name]
+        layer.prior = (p.for_layer() if hasattr(p, "for_layer") else p).to(layer.weight.device)
+        changed[name] = layer
+    return changed
+
+
+def describe_bayes(model: nn.Module) -> list[dict]:
+    """One row per conv and linear layer of ``model``: ``layer`` (its name), ``shape``,
+    ``posterior`` (``gaussian``, ``log-uniform`` or ``deterministic``) and ``prior`` (one line)."""
+    rows = []
+    for name, m in _candidates(model, linear=True).items():
+        if isinstance(m, BayesLayer):
+            kind = "log-uniform" if hasattr(m, "log_alpha") else "gaussian"
+            p = m.prior
+            what = "none" if p is None else getattr(p, "describe", lambda p=p: type(p).__name__)()
+        else:
+            kind, what = "deterministic", "-"
+        rows.append({"layer": name or "(model)", "shape": _layer_shape(m), "posterior": kind,
+                     "prior": what})  # fmt: skip
+    return rows
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

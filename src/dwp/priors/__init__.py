@@ -7,21 +7,26 @@ from dwp.priors.store import (
     kernel_summary,
     load_kernel_sets,
     load_prior,
+    prior_card,
     rescale_prior,
     sample_diversity,
     save_prior,
 )
 from dwp.priors.vae import ARCHITECTURES, KernelVAE, VAEConfig, default_vae_config
 from dwp.priors.weight import (
+    PRIOR_TYPES,
     DeepWeightPrior,
     LogUniformPrior,
     NormalPrior,
     WeightPrior,
     kernel_view,
+    prior_from_spec,
+    register_prior,
 )
 
 __all__ = [
     "ARCHITECTURES",
+    "PRIOR_TYPES",
     "DeepWeightPrior",
     "KernelVAE",
     "LogUniformPrior",
@@ -35,6 +40,9 @@ __all__ = [
     "kernel_view",
     "load_kernel_sets",
     "load_prior",
+    "prior_card",
+    "prior_from_spec",
+    "register_prior",
     "rescale_prior",
     "sample_diversity",
     "save_prior",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import yaml
 
+from dwp.data.shipped import resolve_kernel_layer, resolve_prior_dir, source_name
 from dwp.errors import DWPError
 from dwp.io import (
     atomic_path,
@@ -35,6 +36,7 @@ __all__ = [
     "import_reference_prior",
     "kernel_summary",
     "load_prior",
+    "prior_card",
     "rescale_prior",
     "sample_diversity",
     "save_prior",
@@ -69,6 +71,35 @@ def sample_diversity(vae: KernelVAE, n: int = 2048, seed: int = 0) -> dict:
     device = next(vae.parameters()).device
     drawn = vae.sample(n, generator=torch.Generator(device=device).manual_seed(seed))
     return kernel_diversity(drawn.cpu().numpy(), seed=seed)
+
+
+def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
+    """The figures ``dwp prior list`` shows for a prior: ``name``, ``kernel_size``, ``z_dim``,
+    ``source`` (the kernels it was fitted to), ``test_elbo`` (nats per kernel, on held-out
+    kernels; the train ELBO if it has none), ``zero_kernel_elbo`` (far above ``test_elbo``: the
+    density peaks at the zero kernel), and the effective rank of 2048 samples beside that of
+    its training kernels (how much of their variety the samples keep)."""
+    from dwp.data.shipped import source_name
+    from dwp.train.prior import zero_kernel_elbo
+
+    path = resolve_prior_dir(name_or_path)
+    vae, meta = load_prior(path)
+    metrics = meta.get("metrics") or {}
+    part = metrics.get("test") or metrics.get("train") or {}
+    stats = (meta.get("kernel_stats") or {}).get("train") or {}
+    rescaled = (meta.get("rescaled") or {}).get("factor")
+    return {
+        "name": source_name(path),
+        "kernel_size": vae.kernel_size,
+        "z_dim": vae.z_dim,
+        "source": (meta.get("training") or {}).get("kernels") or meta.get("imported_from"),
+        "rescaled_by": rescaled,
+        "test_elbo": part.get("elbo_per_kernel"),
+        "zero_kernel_elbo": zero_kernel_elbo(vae, samples=10, seed=seed),
+        "rank_samples": sample_diversity(vae, seed=seed)["effective_rank"],
+        "rank_kernels": (stats.get("diversity") or {}).get("effective_rank"),
+        "kernels": stats.get("count"),
+    }
 
 
 def claim_prior_dir(out: str | Path, settings: dict) -> None:
@@ -113,11 +144,12 @@ def save_prior(vae: KernelVAE, out: str | Path, **info) -> Path:
 def load_prior(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[KernelVAE, dict]:
-    """Load a prior directory; returns the VAE (in eval mode) and its metadata."""
-    path = Path(path)
+    """Load a prior directory (or a shipped prior by name, ``letters-fconv/conv1``); returns
+    the VAE (in eval mode) and its metadata."""
+    path = resolve_prior_dir(path)
     meta_path, weights_path = path / _META, path / _WEIGHTS
     if not path.is_dir():
-        raise DWPError(f"prior directory {path} does not exist")
+        raise DWPError(f"{path} is a file; a prior directory was expected")
     missing = [p.name for p in (meta_path, weights_path) if not p.is_file()]
     if missing:
         raise DWPError(
@@ -265,7 +297,7 @@ def rescale_prior(
     """
     if (factor is None) == (median_norm is None):
         raise DWPError("give exactly one of factor and median_norm")
-    src, out = Path(src), Path(out)
+    src, out = resolve_prior_dir(src), Path(out)
     vae, meta = load_prior(src)
     if median_norm is not None:
         current = _median_norm(meta)
@@ -277,7 +309,7 @@ def rescale_prior(
         factor = median_norm / current
     if not (factor > 0 and math.isfinite(factor)):
         raise DWPError(f"the scale factor must be positive and finite, got {factor}")
-    settings = {"rescaled_from": str(src.resolve()), "factor": factor}
+    settings = {"rescaled_from": source_name(src), "factor": factor}
     if src.resolve() == Path(out).resolve():
         raise DWPError(f"{out}: rescale into another directory than the prior itself")
     claim_prior_dir(out, settings)
@@ -295,7 +327,7 @@ def rescale_prior(
             if key in part:
                 part[key] += shift
     previous = meta.get("rescaled", {}).get("factor", 1.0)
-    info["rescaled"] = {"factor": previous * factor, "from": str(src.resolve())}
+    info["rescaled"] = {"factor": previous * factor, "from": source_name(src)}
     write_json(out / "config.json", settings)  # first: a killed rescale can be re-run
     save_prior(vae, out, **info)
     return vae.eval(), info
@@ -309,7 +341,13 @@ def _trained_on(prior_dir: str | Path) -> tuple[str, float, float] | None:
     except (OSError, ValueError):
         return None
     stored = meta.get("training", {}).get("kernels")
-    if not stored or not (Path(stored) / "train.npy").is_file():
+    if not stored:
+        return None
+    try:
+        stored = resolve_kernel_layer(stored)
+    except DWPError:
+        return None
+    if not (stored / "train.npy").is_file():
         return None
     min_norm = float(meta["training"].get("min_norm", 0.0))
     return stored, float(meta.get("rescaled", {}).get("factor", 1.0)), min_norm

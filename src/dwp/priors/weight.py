@@ -28,6 +28,8 @@ cache); each returns its KL as a tensor and never calls ``backward`` or ``item``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -38,11 +40,14 @@ from dwp.errors import DWPError
 from dwp.nn.gaussian import gaussian_entropy, gaussian_log_prob, kl_std_normal
 
 __all__ = [
+    "PRIOR_TYPES",
     "DeepWeightPrior",
     "LogUniformPrior",
     "NormalPrior",
     "WeightPrior",
     "kernel_view",
+    "prior_from_spec",
+    "register_prior",
 ]
 
 _CACHE = (
@@ -70,6 +75,24 @@ class WeightPrior(nn.Module):
     def kl(self, layer: nn.Module) -> torch.Tensor:
         raise NotImplementedError
 
+    def for_layer(self) -> WeightPrior:
+        """The instance a new layer gets: ``self`` for a stateless prior; a prior with per-layer
+        state returns a copy that shares only what is frozen (``bayesianize`` calls this, so one
+        instance given for several layers never shares a layer's state)."""
+        return self
+
+    def describe(self) -> str:
+        """One line naming the prior (the tables of ``bayesianize`` and ``dwp bnn train``)."""
+        return type(self).__name__
+
+    def spec(self) -> dict:
+        """What rebuilds this prior (:func:`prior_from_spec`): a JSON-able dict. A saved model
+        holds it instead of the prior's weights (:func:`dwp.nn.save_bayesian`)."""
+        raise DWPError(
+            f"{type(self).__name__} cannot be referenced from a saved model: give it a "
+            "spec() (and register it with dwp.priors.register_prior)"
+        )
+
 
 class NormalPrior(WeightPrior):
     """N(0, std^2) for every weight: ``KL = sum 0.5 (var/s^2 + mu^2/s^2 - 1 - log(var/s^2))``."""
@@ -87,6 +110,12 @@ class NormalPrior(WeightPrior):
 
     def extra_repr(self) -> str:
         return f"std={self.std:g}"
+
+    def describe(self) -> str:
+        return f"normal N(0, {self.std:g}^2)"
+
+    def spec(self) -> dict:
+        return {"type": "normal", "std": self.std}
 
 
 # Kingma, Salimans & Welling (2015), eq. 13 (as used by the paper's reference implementation).
@@ -119,6 +148,12 @@ class LogUniformPrior(WeightPrior):
         log_alpha = layer.log_alpha()
         alpha = log_alpha.exp()
         return (-0.5 * log_alpha - alpha * (_C1 + alpha * (_C2 + alpha * _C3))).sum()
+
+    def describe(self) -> str:
+        return "log-uniform"
+
+    def spec(self) -> dict:
+        return {"type": "log-uniform"}
 
 
 def kernel_view(weight: torch.Tensor) -> torch.Tensor:
@@ -162,12 +197,17 @@ class DeepWeightPrior(WeightPrior):
             self.register_buffer(name, torch.zeros(0), persistent=True)
         self.register_buffer("cache_pos", torch.zeros((), dtype=torch.long))
         self.generator: torch.Generator | None = None  # noise source (None: global RNG)
-        self.source: str | None = None  # the prior directory, for error messages
+        # the prior's name or directory (for messages and saved models), set by from_dir
+        self.source: str | None = None
+        self._sha256: str | None = None
+        self._loading_prefix = ""
         for p in vae.parameters():
             p.requires_grad_(False)
         if train_encoder:
             for p in vae.encoder.parameters():
                 p.requires_grad_(True)
+        self._register_state_dict_hook(_drop_frozen_vae)
+        self.register_load_state_dict_post_hook(_allow_missing_vae)
 
     @classmethod
     def from_dir(
@@ -175,12 +215,66 @@ class DeepWeightPrior(WeightPrior):
         map_location: str | torch.device | None = None, kernel_batch: int | None = None,
     ) -> DeepWeightPrior:  # fmt: skip
         """Load the prior of a prior directory (``dwp prior train`` or ``dwp prior import``)."""
+        from dwp.data.shipped import resolve_prior_dir, source_name
         from dwp.priors.store import load_prior
 
         vae, _ = load_prior(path, map_location=map_location)
         prior = cls(vae, samples=samples, train_encoder=train_encoder, kernel_batch=kernel_batch)
-        prior.source = str(path)
+        prior.source = source_name(resolve_prior_dir(path))
         return prior
+
+    @classmethod
+    def pretrained(cls, name: str, **kwargs) -> DeepWeightPrior:
+        """A prior shipped with dwp, by name (``dwp prior list``: ``letters-fconv/conv1`` is the
+        7x7 prior, ``letters-fconv/conv2`` the 5x5 one); ``kwargs`` as :meth:`from_dir`'s."""
+        from dwp.data.shipped import shipped_priors
+
+        if name not in shipped_priors():
+            raise DWPError(
+                f"no shipped prior {name!r}; shipped: {', '.join(shipped_priors()) or 'none'} "
+                "(DeepWeightPrior.from_dir loads a directory)"
+            )
+        return cls.from_dir(name, **kwargs)
+
+    def for_layer(self) -> DeepWeightPrior:
+        """A prior for one more layer: the same (frozen) VAE, settings and source, its own
+        kernel-batch cache."""
+        twin = type(self)(self.vae, samples=self.samples, train_encoder=self.train_encoder,
+                          kernel_batch=self.kernel_batch)  # fmt: skip
+        twin.source, twin._sha256, twin.generator = self.source, self._sha256, self.generator
+        return twin.to(self.cache_pos.device)
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of the prior itself: the decoder's weights (as float64, so a copy at
+        another precision or on another device hashes the same) and the VAE's config (kernel
+        size, latent size, scale), not the encoder, which only tightens the bound."""
+        if self._sha256 is None:
+            self._sha256 = _decoder_hash(self.vae)
+        return self._sha256
+
+    def describe(self) -> str:
+        k = self.kernel_size
+        name = self.source or "in-memory VAE"
+        fast = f", kernel batch {self.kernel_batch}" if self.kernel_batch else ""
+        return f"deep weight prior {name} ({k}x{k}, z {self.vae.z_dim}{fast})"
+
+    def spec(self) -> dict:
+        if self.source is None:
+            raise DWPError(
+                "this deep weight prior was built from an in-memory VAE, which a saved model "
+                "cannot reference: save it with dwp.priors.save_prior and use "
+                "DeepWeightPrior.from_dir"
+            )
+        return {"type": "dwp", "source": self.source, "sha256": self.sha256,
+                "samples": self.samples, "train_encoder": self.train_encoder,
+                "kernel_batch": self.kernel_batch}  # fmt: skip
+
+    def get_extra_state(self) -> dict:
+        return {"source": self.source, "sha256": self.sha256}
+
+    def set_extra_state(self, state) -> None:  # checked in _load_from_state_dict
+        pass
 
     @property
     def kernel_size(self) -> int:
@@ -274,12 +368,27 @@ class DeepWeightPrior(WeightPrior):
         return self.cache_value.sum() + model
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._loading_prefix = prefix
+        saved = state_dict.get(prefix + "_extra_state")
+        if isinstance(saved, dict) and saved.get("sha256") not in (None, self.sha256):
+            layer = prefix.removesuffix(".prior.").removesuffix(".") or "the layer"
+            raise DWPError(
+                f"{layer}: the saved model was trained under the prior {saved.get('source')} "
+                f"(sha256 {str(saved['sha256'])[:12]}), but this one ({self.source or 'in-memory'}"
+                f") is sha256 {self.sha256[:12]}: the prior changed since the model was saved"
+            )
         # The cache's size is the layer's kernel count, unknown until the first call.
         for name in _CACHE:
             saved = state_dict.get(prefix + name)
             if saved is not None:
                 setattr(self, name, torch.empty_like(saved, device=self.cache_pos.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def clear_cache(self) -> None:
+        """Forget the kernel-batch cache (the next call fills it again, as the first did)."""
+        for name in _CACHE:
+            setattr(self, name, torch.zeros(0, device=self.cache_pos.device))
+        self.cache_pos.zero_()
 
     @torch.no_grad()
     def sample_kernels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -292,3 +401,78 @@ class DeepWeightPrior(WeightPrior):
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, samples={self.samples}, " \
                f"train_encoder={self.train_encoder}, kernel_batch={self.kernel_batch}"  # fmt: skip
+
+
+def _decoder_hash(vae: nn.Module) -> str:
+    digest = hashlib.sha256()
+    config = getattr(vae, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        digest.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for key, value in sorted(vae.state_dict().items()):
+        if key.startswith("decoder."):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().double().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _frozen_key(prior: DeepWeightPrior, key: str) -> bool:
+    return key.startswith("vae.") and not (prior.train_encoder and key.startswith("vae.encoder."))
+
+
+def _drop_frozen_vae(module, state_dict, prefix, local_metadata):
+    # a model's state holds the prior's reference (its _extra_state), not the frozen VAE
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if _frozen_key(module, key[len(prefix) :]):
+            del state_dict[key]
+    return state_dict
+
+
+def _allow_missing_vae(module, incompatible_keys):
+    # the frozen VAE comes from the prior directory; a checkpoint need not hold it (nor the
+    # kernel-batch cache, which a saved model leaves out; nor the reference older ones lacked)
+    prefix = module._loading_prefix
+    keep = []
+    for key in incompatible_keys.missing_keys:
+        rest = key[len(prefix) :] if key.startswith(prefix) else None
+        if rest is None or not (rest.startswith(("vae.", "cache_")) or rest == "_extra_state"):
+            keep.append(key)
+    incompatible_keys.missing_keys[:] = keep
+
+
+#: Prior types a saved model can name (``spec()["type"]``) -> a builder ``spec -> prior``.
+PRIOR_TYPES: dict = {}
+
+
+def register_prior(type_name: str, build) -> None:
+    """Let saved models reference a prior class of your own: ``build(spec) -> prior`` rebuilds
+    an instance from what its ``spec()`` returned (whose ``"type"`` is ``type_name``)."""
+    PRIOR_TYPES[type_name] = build
+
+
+def _build_dwp(spec: dict) -> DeepWeightPrior:
+    prior = DeepWeightPrior.from_dir(spec["source"], samples=spec.get("samples", 1),
+                                     train_encoder=spec.get("train_encoder", False),
+                                     kernel_batch=spec.get("kernel_batch"))  # fmt: skip
+    want = spec.get("sha256")
+    if want is not None and want != prior.sha256:
+        raise DWPError(
+            f"the prior {spec['source']} changed since the model was saved (sha256 {want[:12]} "
+            f"then, {prior.sha256[:12]} now); restore that prior or retrain the model"
+        )
+    return prior
+
+
+register_prior("normal", lambda spec: NormalPrior(spec.get("std", 1.0)))
+register_prior("log-uniform", lambda spec: LogUniformPrior())
+register_prior("dwp", _build_dwp)
+
+
+def prior_from_spec(spec: dict) -> WeightPrior:
+    """The prior a ``spec()`` dict describes (its ``"type"`` one of :data:`PRIOR_TYPES`)."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in PRIOR_TYPES:
+        raise DWPError(
+            f"unknown prior type {kind!r} in a saved model; known: {', '.join(PRIOR_TYPES)} "
+            "(dwp.priors.register_prior adds one)"
+        )
+    return PRIOR_TYPES[kind](spec)

@@ -21,32 +21,23 @@ from its last checkpoint and ends exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dwp.config import BNN_FORMAT_VERSION, BNNConfig, Init, PriorKind
 from dwp.data import few_shot, load_dataset
-from dwp.errors import DWPError, NonFiniteError
-from dwp.eval import evaluate_bnn
+from dwp.errors import DWPError
 from dwp.io import (
-    append_jsonl,
-    atomic_path,
     check_finite,
     check_same_config,
     cleanup_on_failure,
     load_checkpoint,
     read_json,
-    read_jsonl,
     restoring,
     run_lock,
-    truncate_jsonl,
-    write_json,
 )
 from dwp.nn import (
     bayesianize,
@@ -55,9 +46,7 @@ from dwp.nn import (
     conv_layers,
     init_classifier,
     init_conv_kernels,
-    kl_divergence,
     resolve_arch,
-    set_noise_generator,
 )
 from dwp.priors import (
     DeepWeightPrior,
@@ -66,7 +55,7 @@ from dwp.priors import (
     check_per_layer,
     load_kernel_sets,
 )
-from dwp.train.loop import adam_linear_decay, kept_note, shuffled_batches
+from dwp.train.fit import train_loop
 
 __all__ = [
     "BNN_FORMAT_VERSION",
@@ -128,11 +117,6 @@ def build_bnn(
     init_conv_kernels(layers, config.init, priors=dwp_priors, kernel_sets=kernel_sets,
                       generator=gen)  # fmt: skip
     return model
-
-
-def _data_term(logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
-    """N/B * summed cross-entropy of the batch: an unbiased estimate of the dataset's sum."""
-    return F.cross_entropy(logits, y, reduction="sum") * (n / len(y))
 
 
 def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, BNNConfig]:
@@ -203,150 +187,16 @@ def train_bnn(
 
 
 def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
-    result_path = out / _RESULT
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, config.split_seed) if config.examples else ds.train
-    x_all, y_all = train.images.to(device), train.labels.to(device)
-    n = len(train)
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     model = build_bnn(config, channels, ds.num_classes, size, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    batch = min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total = steps_per_epoch * config.epochs
-    opt, sched = adam_linear_decay(params, config.lr, total)
-    data_gen = torch.Generator().manual_seed(config.seed + 1)
-    noise_gen = torch.Generator(device).manual_seed(config.seed + 2)
-
-    start_epoch, wall = 0, 0.0
-    ckpt_path = out / _CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path, _REMEDY)
-        with restoring(ckpt_path, _REMEDY):
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            data_gen.set_state(ckpt["data_rng"])
-            noise_gen.set_state(ckpt["noise_rng"])
-            start_epoch, wall = int(ckpt["epoch"]), float(ckpt["wall_s"])
-    _truncate_metrics(out / _METRICS, start_epoch)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / _CONFIG, config.to_dict())
-
-    saved_epoch = start_epoch if ckpt_path.is_file() else None  # the last good checkpoint
-
     data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
-    every = config.epochs_between_evals
-    set_noise_generator(model, noise_gen)
-    model.train()
-    t0 = time.perf_counter()
-    record = None
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        sums = torch.zeros(4, device=device)  # data term, kl, correct, batches
-        for b, idx in enumerate(shuffled_batches(n, batch, data_gen, device)):
-            x, y = x_all[idx], y_all[idx]
-            logits = model(x)
-            data = _data_term(logits, y, n)
-            kl = kl_divergence(model)
-            loss = data + kl
-            if not torch.isfinite(loss):
-                step = (epoch - 1) * steps_per_epoch + b + 1
-                d, k = float(data.detach()), float(kl.detach())
-                raise NonFiniteError(
-                    f"the loss became {d + k} at step {step} (epoch {epoch}; data term {d:.4g}, "
-                    f"KL {k:.4g}); {kept_note(out, saved_epoch)}; try a lower --lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                correct = (logits.argmax(1) == y).sum()
-                sums += torch.stack([data.detach(), kl.detach(), correct.to(sums.dtype),
-                                     torch.ones((), device=device)])  # fmt: skip
-        data_m, kl_m, correct, batches = sums.tolist()
-        figures = {"epoch": epoch, "epochs": config.epochs, "data_term": data_m / batches,
-                   "kl": kl_m / batches, "train_acc": correct / n}  # fmt: skip
-        figures["loss"] = figures["data_term"] + figures["kl"]
-        if on_epoch is not None:
-            on_epoch(figures)
-        if epoch % every == 0 or epoch == config.epochs:
-            eval_gen = torch.Generator(device).manual_seed(config.seed * 1_000_003 + epoch)
-            set_noise_generator(model, eval_gen)
-            test = evaluate_bnn(model, ds.test.images, ds.test.labels, config.ens_samples)
-            if config.dwp_kernel_batch is not None:
-                with torch.no_grad():  # every kernel through the VAE: the exact mode's estimate
-                    test["kl_exact"] = float(kl_divergence(model))
-            set_noise_generator(model, noise_gen)
-            model.train()
-            elapsed = wall + time.perf_counter() - t0
-            record = {**figures, "step": epoch * steps_per_epoch,
-                      "lr": sched.get_last_lr()[0], **test, "seconds": elapsed}  # fmt: skip
-            del record["epochs"]
-            try:  # a last step can turn the weights to NaN after a finite loss
-                check_finite(record, f"the evaluation after epoch {epoch} (step "
-                             f"{record['step']}) gave")  # fmt: skip
-            except NonFiniteError as exc:
-                raise NonFiniteError(
-                    f"{exc}; {kept_note(out, saved_epoch)}; try a lower --lr"
-                ) from None
-            append_jsonl(out / _METRICS, record)
-            ckpt = {"format_version": BNN_FORMAT_VERSION, "epoch": epoch, "wall_s": elapsed,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "data_rng": data_gen.get_state(),
-                    "noise_rng": noise_gen.get_state(), "data_shape": data_shape,
-                    "config": config.to_dict()}  # fmt: skip
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(ckpt, tmp)
-            saved_epoch = epoch
-            if on_eval is not None:
-                on_eval(record)
-    if record is None:  # resumed from the final checkpoint, killed before result.json
-        record = _last_metrics(out / _METRICS, config.epochs)
-    result = {
-        "ens_acc": record["ens_acc"],
-        "sample_acc": record["sample_acc"],
-        "det_acc": record["det_acc"],
-        "nll": record["nll"],
-        "ece": record["ece"],
-        "wall_s": record["seconds"],
-        "epochs": config.epochs,
-        "steps": total,
-        "examples": n,
-        "test_examples": len(ds.test),
-        "train_acc": record["train_acc"],
-        "kl": record["kl"],
-        # the fast mode's kl is its model's value; None where a resumed run's record predates
-        # kl_exact
-        "kl_exact": record.get("kl_exact", None if config.dwp_kernel_batch else record["kl"]),
-        "data_term": record["data_term"],
-        "prior": config.prior.value,
-        "init": config.init.value,
-        "split_seed": config.split_seed,
-        "device": str(device),
-    }
-    check_finite(result, "the result")  # every number was checked on the way: a bug otherwise
-    write_json(result_path, result)
-    return result
-
-
-def _epoch(path: Path, record: dict) -> int:
-    epoch = record.get("epoch")
-    if not isinstance(epoch, int):
-        raise DWPError(f"{path}: a record without an epoch number; delete the run to start over")
-    return epoch
-
-
-def _truncate_metrics(path: Path, epoch: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (and a line torn by a
-    kill)."""
-    truncate_jsonl(path, lambda r: _epoch(path, r) <= epoch)
-
-
-def _last_metrics(path: Path, epoch: int) -> dict:
-    records = read_jsonl(path) if path.is_file() else []
-    if not records or _epoch(path, records[-1]) != epoch:
-        raise DWPError(
-            f"{path} lacks the record of the final epoch {epoch}; delete the run to start over"
-        )
-    return records[-1]
+    return train_loop(
+        model, train.images, train.labels, (ds.test.images, ds.test.labels), config, out,
+        config.to_dict(), on_epoch=on_epoch, on_eval=on_eval,
+        checkpoint_extra={"format_version": BNN_FORMAT_VERSION, "data_shape": data_shape,
+                          "config": config.to_dict()},
+        result_extra={"prior": config.prior.value, "init": config.init.value,
+                      "split_seed": config.split_seed},
+    )  # fmt: skip

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dwp.config import PriorTrainConfig
+from dwp.data.shipped import resolve_kernel_layer, source_name
 from dwp.errors import DWPError, NonFiniteError
 from dwp.io import (
     append_jsonl,
@@ -39,6 +40,7 @@ __all__ = [
     "fit_prior",
     "kernel_rms",
     "load_kernel_dir",
+    "prior_settings",
     "split_validation",
     "train_prior",
 ]
@@ -235,6 +237,20 @@ _REMEDY = "delete it to start the training over"
 CHECKPOINT_SECONDS = 30.0
 
 
+def prior_settings(
+    kernels_dir: str | Path,
+    config: PriorTrainConfig,
+    z_dim: int | None = None,
+    hidden: int | None = None,
+    standardize: bool = True,
+) -> dict:
+    """What a prior directory's ``config.json`` records of the training that made it (the
+    kernels by shipped name or absolute path): two priors of equal settings are the same
+    prior, as training is deterministic for a seed on one device type."""
+    return {"kernels": source_name(resolve_kernel_layer(kernels_dir)), **asdict(config),
+            "z_dim": z_dim, "hidden": hidden, "standardize": standardize}  # fmt: skip
+
+
 def fit_prior(
     kernels_dir: str | Path,
     out: str | Path,
@@ -246,7 +262,8 @@ def fit_prior(
     on_epoch: Callable[[dict], None] | None = None,
     checkpoint_seconds: float | None = None,
 ) -> tuple[KernelVAE, dict]:
-    """Fit a kernel VAE to ``kernels_dir`` (``train.npy`` and, if present, ``test.npy``) and
+    """Fit a kernel VAE to ``kernels_dir`` (a layer directory or the name of a shipped one,
+    ``letters-fconv/conv1``; ``train.npy`` and, if present, ``test.npy``) and
     write the prior directory ``out``, with one JSON line per epoch in ``out/metrics.jsonl``.
 
     ``z_dim`` / ``hidden`` default to the paper's for the kernel size; with ``standardize`` the
@@ -261,9 +278,8 @@ def fit_prior(
     :data:`CHECKPOINT_SECONDS`) and ends exactly as an uninterrupted one. ``prior.json`` is
     written last: until then the directory is not a loadable prior.
     """
-    kernels_dir, out = Path(kernels_dir), Path(out)
-    settings = {"kernels": str(kernels_dir.resolve()), **asdict(config), "z_dim": z_dim,
-                "hidden": hidden, "standardize": standardize}  # fmt: skip
+    kernels_dir, out = resolve_kernel_layer(kernels_dir), Path(out)
+    settings = prior_settings(kernels_dir, config, z_dim, hidden, standardize)
     claim_prior_dir(out, settings)
     if (out / "prior.json").is_file():
         vae, meta = load_prior(out, map_location=device)
@@ -310,7 +326,7 @@ def _fit(kernels_dir, out, settings, train_k, test_k, config, device, z_dim, hid
         "standardize": standardize,
         "best_epoch": next((r["epoch"] for r in history if r.get("best")), None),
         "epochs_run": len(history),
-        "kernels": str(kernels_dir.resolve()),
+        "kernels": source_name(kernels_dir),
         "seconds": history[-1]["seconds"],
         "device": str(device),
     }
