@@ -277,7 +277,7 @@ CASES = [
         lambda t, b: _bnn(
             t / "r", b["data"], "--prior", "dwp", "--prior-dirs", str(t / "nope"), str(t / "nope")
         ),
-        "nope does not exist",
+        "nope not found: give a prior directory",
     ),
     # --- diverging training: nothing called finished, nothing left
     Case(
@@ -368,7 +368,7 @@ CASES = [
     Case(
         "kernels-dir-missing",
         lambda t, b: _prior(t / "p", t / "nokernels"),
-        "nokernels/train.npy not found",
+        "nokernels not found: give a layer directory",
     ),
     Case(
         "prior-incomplete",
@@ -491,7 +491,7 @@ CASES = [
     Case(
         "kernels-extract-no-source",
         lambda t, b: ["kernels", "extract", "--source", str(t), "--out", str(t / "k")],
-        "no source nets",
+        "no model files in it",
     ),
     # --- found by trying the commands with inputs the issue did not list
     Case(
@@ -535,7 +535,7 @@ CASES = [
             "--out",
             str(t / "k"),
         ],
-        "net-000.pt: not a readable source-net checkpoint",
+        "net-000.pt: not a readable model or state dict",
     ),
     *[
         Case(
@@ -609,7 +609,7 @@ CASES = [
     Case(
         "source-net-damaged",
         _damaged_source_net,
-        "net-000.pt: a damaged source-net checkpoint (KeyError: 'hidden')",
+        "net-000.pt: holds no conv layers (no 4-D NAME.weight tensors)",
     ),
     Case(
         "render-letters-out-is-a-file",

@@ -27,6 +27,7 @@ SMOKE_TESTED = {
     ("source", "train"): "test_source_train",
     ("kernels", "extract"): "test_kernels_extract",
     ("kernels", "preview"): "test_kernels_preview",
+    ("prior", "list"): "test_own_model.py::test_prior_list",
     ("prior", "train"): "test_prior_train",
     ("prior", "eval"): "test_prior_eval",
     ("prior", "sample"): "test_prior_sample",
@@ -227,7 +228,7 @@ def test_kernels_extract_missing_source(tmp_path, capsys):
     assert (
         main(["kernels", "extract", "--source", str(tmp_path), "--out", str(tmp_path / "k")]) == 2
     )
-    assert "no source nets" in capsys.readouterr().err
+    assert "no model files in it" in capsys.readouterr().err
 
 
 def test_kernels_preview(pipeline, tmp_path):

@@ -289,11 +289,17 @@ class KernelConfig:
 
     min_norm: float = DEFAULT_MIN_NORM
     test_fraction: float = 0.2
-    layers: tuple[str, ...] | None = None  # None: every conv layer
+    # None: every conv layer; else names or glob patterns (``features.*``) of conv layers
+    layers: tuple[str, ...] | None = None
     max_kernels: int | None = None  # per layer and part, a random subset (seeded) when exceeded
     seed: int = 0
+    kernel_size: int | None = None  # only the layers of k x k kernels
 
     def __post_init__(self):
+        if self.kernel_size is not None and not (
+            isinstance(self.kernel_size, int) and self.kernel_size >= 1
+        ):
+            raise DWPError(f"--kernel-size must be a positive integer, got {self.kernel_size}")
         if not non_negative(self.min_norm):
             raise DWPError(f"--min-norm must be a finite number >= 0, got {self.min_norm}")
         if not seed_ok(self.seed):
@@ -381,9 +387,25 @@ class BNNConfig:
     log_sigma2_init: float = -10.0
     normal_std: float = 1.0
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
+    # a user's architecture instead of FConv / CIFARNet: "package.module:factory" or
+    # "file.py:factory", called with those of in_channels, num_classes, image_size it takes
+    model: str | None = None
     format_version: int = field(default=BNN_FORMAT_VERSION)
 
     def __post_init__(self):
+        if self.model is not None:
+            if not (isinstance(self.model, str) and ":" in self.model):
+                raise DWPError(
+                    f"--model must be package.module:factory or file.py:factory, got {self.model!r}"
+                )
+            if self.init is Init.filters or self.init == "filters":
+                raise DWPError("--init filters applies to FConv / CIFARNet, not to --model")
+            if self.hidden is not None or self.arch != "auto":
+                raise DWPError("--hidden, --width-scale and --arch apply to FConv / CIFARNet, "
+                               "not to --model")  # fmt: skip
+            if self.model.split(":")[0].endswith(".py"):  # a file: by absolute path
+                path, _, attr = self.model.rpartition(":")
+                self.model = f"{Path(path).resolve()}:{attr}"
         try:
             self.prior = PriorKind(self.prior)
             self.init = Init(self.init)
@@ -402,6 +424,8 @@ class BNNConfig:
             _dropped("normal_std", self.normal_std, 1.0, "only the normal prior has a std")
             self.normal_std = 1.0  # only the normal prior uses it
         self.hidden = _ints(self.hidden)
+        if self.model is not None and self.prior is PriorKind.dwp and not self.prior_dirs:
+            self.prior_dirs = ("letters-fconv",)  # the shipped 7x7 and 5x5 priors
         self.prior_dirs = _paths(self.prior_dirs)
         self.kernel_dirs = _paths(self.kernel_dirs)
         require(

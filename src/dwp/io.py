@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -280,6 +281,61 @@ def load_torch(path: str | Path, what: str, map_location="cpu"):
         raise CorruptFileError(
             path, f"not a readable {what} ({_load_problem(path, exc)})"
         ) from None
+
+
+def _module_classes() -> list[type]:
+    """torch.nn's and dwp.nn's module classes: what a saved model of standard layers pickles."""
+    import inspect
+
+    import torch
+
+    import dwp.nn
+
+    found = []
+    for space in (torch.nn, dwp.nn):
+        for name in dir(space):
+            obj = getattr(space, name)
+            if inspect.isclass(obj) and issubclass(obj, torch.nn.Module):
+                found.append(obj)
+    return found
+
+
+def load_torch_model(path: str | Path, what: str, trust: bool = False, map_location="cpu"):
+    """A file saved by ``torch.save``: a state dict, a checkpoint, or a whole model. Whole
+    models of torch.nn's and dwp.nn's layers load without unpickling code; a model of another
+    class needs ``trust`` (then the file is unpickled as is: it can run code, so only for a
+    file you made), else ``PATH: ... holds a pickled CLASS`` saying what to do instead."""
+    import torch
+
+    path = Path(path)
+    try:
+        return load_torch(path, what, map_location)
+    except CorruptFileError as first:
+        problem = first.problem
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_module_classes()):
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported is None:
+        raise CorruptFileError(path, problem) from None
+    if trust:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:
+            raise CorruptFileError(
+                path, f"not loadable even trusted ({one_line(exc, 160)})"
+            ) from None
+    raise CorruptFileError(
+        path,
+        f"holds a pickled {unsupported.group(1)}, which dwp does not unpickle (that runs code "
+        "from the file): save model.state_dict() instead, or pass --trust-pickle (trust=True) "
+        "for a file you made",
+    )
 
 
 def load_checkpoint(path: str | Path, remedy: str) -> dict:

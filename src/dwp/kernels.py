@@ -1,4 +1,5 @@
-"""Kernel datasets: every (out, in) slice of chosen conv layers of the source nets.
+"""Kernel datasets: every (out, in) slice of chosen conv layers of source nets (dwp's, or any
+model or state dict).
 
 A layer's kernels are stored as ``<out>/<layer>/train.npy`` and ``test.npy``, float32 arrays of
 shape (N, 1, k, k) (the reference implementation's kernel file format). The test part comes from
@@ -23,18 +24,20 @@ from dwp.config import DEFAULT_MIN_NORM, KernelConfig
 from dwp.data.shipped import SHIPPED_KERNELS, shipped_kernel_sets
 from dwp.errors import DWPError
 from dwp.io import atomic_path, cleanup_on_failure, write_json
-from dwp.nn import conv_layers
 
 __all__ = [
     "DEFAULT_MIN_NORM",
     "KernelConfig",
+    "conv_weights",
     "extract_kernels",
     "kernel_diversity",
     "kernel_norms",
     "kernel_slices",
     "load_kernel_file",
+    "load_models",
     "read_kernel_stats",
     "resolve_kernel_sets",
+    "select_layers",
     "shipped_kernel_sets",
     "validate_kernels",
 ]
@@ -141,28 +144,137 @@ def _subsample(x: np.ndarray, limit: int | None, rng: np.random.Generator) -> np
     return x[np.sort(rng.choice(len(x), size=limit, replace=False))]
 
 
-def extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: KernelConfig) -> dict:
-    """Write the kernel datasets of ``nets`` (source nets in order) under ``out``.
+def conv_weights(net) -> dict[str, torch.Tensor]:
+    """The conv kernels of a model or a state dict, by layer name: for a module every
+    ``nn.Conv2d`` (a Bayesian one gives its posterior means), for a state dict every 4-D
+    ``NAME.weight`` (a dwp source checkpoint's or any ``{"state_dict": ...}`` is unwrapped).
+    Weights are (out, in / groups, kh, kw): a grouped or depthwise conv gives its own slices."""
+    from collections.abc import Mapping
+
+    from dwp.nn.bayes import _candidates
+
+    if isinstance(net, torch.nn.Module):
+        return {n: m.weight.detach() for n, m in _candidates(net, linear=False).items()}
+    if isinstance(net, Mapping):
+        for key in ("state_dict", "model"):
+            inner = net.get(key)
+            if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor)
+                                                  for v in inner.values()):  # fmt: skip
+                return conv_weights(inner)
+        return {k.removesuffix(".weight"): v for k, v in net.items()
+                if isinstance(v, torch.Tensor) and v.ndim == 4 and k.endswith("weight")
+                and ".prior." not in k}  # fmt: skip
+    raise DWPError(f"expected a model (nn.Module) or a state dict, got a {type(net).__name__}")
+
+
+MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+
+
+def load_models(paths, trust: bool = False) -> list:
+    """The models or state dicts in ``paths``: files saved by ``torch.save`` (a state dict, a
+    checkpoint holding one, or a whole model: see :func:`dwp.io.load_torch_model` for
+    ``trust``), or folders of them (a ``dwp source train`` directory gives its ``net-*.pt`` in
+    order; another folder its model files, sorted by name)."""
+    from dwp.io import load_torch_model
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("net-*.pt")) or sorted(
+                f for f in p.iterdir() if f.is_file() and f.suffix in MODEL_SUFFIXES
+            )
+            if not found:
+                raise DWPError(
+                    f"{p}: no model files in it (net-*.pt of `dwp source train`, or "
+                    f"{', '.join(MODEL_SUFFIXES)} files saved by torch.save)"
+                )
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DWPError(f"{p} does not exist")
+    nets = []
+    for f in files:
+        net = load_torch_model(f, "model or state dict", trust=trust)
+        try:
+            found = conv_weights(net)
+        except DWPError as exc:
+            raise DWPError(f"{f}: {exc}") from None
+        if not found:
+            raise DWPError(
+                f"{f}: holds no conv layers (no 4-D NAME.weight tensors); expected a model, its "
+                "state dict, or a checkpoint holding one"
+            )
+        nets.append(net)
+    return nets
+
+
+def select_layers(weights: dict[str, torch.Tensor], config: KernelConfig, what: str) -> list[str]:
+    """The conv layers of ``weights`` that ``config`` chooses (``layers``: names or glob
+    patterns; ``kernel_size``); non-square kernels among them are refused."""
+    from fnmatch import fnmatchcase
+
+    available = list(weights)
+    if not available:
+        raise DWPError(f"{what} has no conv layers (4-D weights)")
+    if config.layers:
+        chosen = []
+        for pattern in config.layers:
+            hits = [n for n in available if n == pattern or fnmatchcase(n, pattern)]
+            if not hits:
+                raise DWPError(
+                    f"no conv layer {pattern!r} in {what}; its conv layers: {', '.join(available)}"
+                )
+            chosen += [n for n in hits if n not in chosen]
+    else:
+        chosen = available
+    k = config.kernel_size
+    if k is not None:
+        sized = [n for n in chosen if tuple(weights[n].shape[-2:]) == (k, k)]
+        if not sized:
+            shapes = ", ".join(f"{n} {weights[n].shape[-2]}x{weights[n].shape[-1]}"
+                               for n in chosen)  # fmt: skip
+            raise DWPError(f"no conv layer of {what} has {k}x{k} kernels ({shapes})")
+        chosen = sized
+    odd = [n for n in chosen if weights[n].shape[-2] != weights[n].shape[-1]]
+    if odd:
+        n = odd[0]
+        raise DWPError(
+            f"layer {n} of {what} has non-square {weights[n].shape[-2]}x{weights[n].shape[-1]} "
+            "kernels; a kernel prior takes k x k kernels: leave it out with --layers or "
+            "--kernel-size"
+        )
+    return chosen
+
+
+def extract_kernels(nets: list, out: str | Path, config: KernelConfig) -> dict:
+    """Write the kernel datasets of ``nets`` (models or state dicts, in order) under ``out``.
 
     The last ``ceil(test_fraction * len(nets))`` nets give the test part, the others the train
-    part. Returns the statistics also written to ``out/stats.json``.
+    part; every net must have the chosen layers. Returns the statistics also written to
+    ``out/stats.json``.
     """
     with cleanup_on_failure(out):  # a layer refused midway leaves no kernel sets behind
         return _extract_kernels(nets, out, config)
 
 
-def _extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: KernelConfig) -> dict:
+def _extract_kernels(nets: list, out: str | Path, config: KernelConfig) -> dict:
     if len(nets) < 2:
         raise DWPError(
             f"need at least 2 source nets to hold some out for the test kernels, got {len(nets)}"
         )
+    weights = [conv_weights(n) for n in nets]
     n_test = max(1, math.ceil(config.test_fraction * len(nets)))
-    parts = {"train": nets[:-n_test], "test": nets[-n_test:]}
-    available = list(conv_layers(nets[0]))
-    layers = list(config.layers) if config.layers else available
-    unknown = [name for name in layers if name not in available]
-    if unknown:
-        raise DWPError(f"unknown conv layers {unknown}; the source nets have {available}")
+    layers = select_layers(weights[0], config, "the first net")
+    for i, w in enumerate(weights, start=1):
+        for layer in layers:
+            if layer not in w:
+                raise DWPError(f"net {i} has no conv layer {layer} (the first net has)")
+            if w[layer].shape[-2:] != weights[0][layer].shape[-2:]:
+                raise DWPError(f"net {i}'s {layer} has other kernel sizes than the first net's")
+            if not torch.isfinite(w[layer]).all():
+                raise DWPError(f"net {i}'s {layer} holds NaN or inf kernels")
+    parts = {"train": weights[:-n_test], "test": weights[-n_test:]}
     rng = np.random.default_rng(config.seed)
     out = Path(out)
     stats: dict = {"config": asdict(config), "nets": {k: len(v) for k, v in parts.items()},
@@ -170,9 +282,7 @@ def _extract_kernels(nets: list[torch.nn.Module], out: str | Path, config: Kerne
     for layer in layers:
         arrays, all_norms, layer_stats = {}, [], {}
         for part, part_nets in parts.items():
-            kernels = np.concatenate(
-                [kernel_slices(conv_layers(n)[layer].weight) for n in part_nets]
-            )
+            kernels = np.concatenate([kernel_slices(w[layer]) for w in part_nets])
             norms = kernel_norms(kernels)
             all_norms.append(norms)
             keep = norms >= config.min_norm

@@ -110,15 +110,31 @@ def bnn_train(
             show_default=False,
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Your own architecture instead of FConv / CIFARNet: package.module:factory or "
+            "file.py:factory, called with those of in_channels, num_classes, image_size it "
+            "takes. Under --prior dwp its convs get the priors of --prior-dirs (default the "
+            "shipped letters-fconv: 7x7 and 5x5) by kernel size, N(0, --normal-std^2) the rest.",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train a Bayesian CNN (FConv; CIFARNet for CIFAR) on a few-shot subset; write
-    config.json, metrics.jsonl, checkpoint.pt and result.json to the run directory. A finished
-    run is not re-run; a killed one resumes from its last checkpoint."""
+    """Train a Bayesian CNN (FConv; CIFARNet for CIFAR; or --model) on a few-shot subset;
+    write config.json, metrics.jsonl, checkpoint.pt and result.json to the run directory. A
+    finished run is not re-run; a killed one resumes from its last checkpoint."""
+    import os
+    import sys
+
     from dwp.device import resolve_device
     from dwp.train.bnn import finished_result, train_bnn
 
+    if model is not None and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --model mymodels:net finds ./mymodels.py
     dwp = prior is PriorKind.dwp
     if normal_std is not None and prior is not PriorKind.normal:
         raise DWPError("--normal-std applies to --prior normal only")
@@ -131,7 +147,7 @@ def bnn_train(
         batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every, ens_samples=ens_samples,
         dwp_samples=dwp_samples, train_encoder=train_encoder, log_sigma2_init=log_sigma2_init,
         dwp_kernel_batch=kernel_batch(dwp, dwp_kernel_batch, exact, D.dwp_kernel_batch),
-        normal_std=D.normal_std if normal_std is None else normal_std,
+        normal_std=D.normal_std if normal_std is None else normal_std, model=model,
     )  # fmt: skip
     dev = resolve_device(device)
     if finished_result(out, config) is not None:  # after the config check: same run
@@ -160,8 +176,15 @@ def bnn_train(
             exact,
         )  # fmt: skip
 
+    def on_model(net) -> None:
+        from dwp.cli._common import echo_table
+        from dwp.nn import describe_bayes
+
+        keys = ("layer", "shape", "posterior", "prior")
+        echo_table(list(keys), [[r[k] for k in keys] for r in describe_bayes(net)])
+
     try:
-        r = train_bnn(config, out, dev, data_root, on_epoch, on_eval)
+        r = train_bnn(config, out, dev, data_root, on_epoch, on_eval, on_model)
     finally:
         b.close()
     typer.echo(

@@ -10,13 +10,21 @@ import typer
 from dwp.cli._common import group
 from dwp.config import KernelConfig
 
-app = group("Kernel datasets extracted from source nets.")
+app = group("Kernel datasets extracted from source nets or any model.")
 D = KernelConfig  # the defaults
 
 
 @app.command("extract")
 def kernels_extract(
-    source: Annotated[Path, typer.Option("--source", help="Directory of `dwp source train`.")],
+    source: Annotated[
+        list[Path],
+        typer.Option(
+            "--source",
+            help="Where the nets are: a `dwp source train` directory, model files saved by "
+            "torch.save (state dicts, checkpoints holding one, whole models), or folders of "
+            "them. Repeatable; the last nets give the test part.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the kernel datasets.")],
     min_norm: Annotated[
         float, typer.Option(help="Drop kernels whose L2 norm is below this.")
@@ -25,7 +33,18 @@ def kernels_extract(
         float, typer.Option(help="Fraction of nets (the last ones) held out for test kernels.")
     ] = D.test_fraction,
     layers: Annotated[
-        list[str] | None, typer.Option("--layer", help="Conv layer to extract (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--layers",
+            "--layer",
+            help="Conv layers to extract: names or glob patterns (features.*); repeatable. "
+            "Default: every conv layer.",
+            show_default=False,
+        ),
+    ] = None,
+    kernel_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the conv layers of k x k kernels.", show_default=False),
     ] = None,
     max_kernels: Annotated[
         int | None,
@@ -34,16 +53,23 @@ def kernels_extract(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for --max-kernels subsampling.")] = D.seed,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Unpickle whole models of your own classes (this runs code from the files: "
+            "only for files you made). Models of torch.nn / dwp.nn layers need no trust.",
+        ),
+    ] = False,
 ) -> None:
-    """Write every (out, in) kernel slice of the source nets' conv layers as train.npy /
+    """Write every (out, in/groups) kernel slice of the nets' chosen conv layers as train.npy /
     test.npy (N, 1, k, k) per layer, dropping near-zero kernels; also stats.json."""
-    from dwp.kernels import extract_kernels
-    from dwp.train.source import list_source_nets, load_source_net
+    from dwp.kernels import extract_kernels, load_models
 
     config = KernelConfig(min_norm=min_norm, test_fraction=test_fraction,
                           layers=tuple(layers) if layers else None, max_kernels=max_kernels,
-                          seed=seed)  # fmt: skip
-    nets = [load_source_net(p)[0] for p in list_source_nets(source)]
+                          seed=seed, kernel_size=kernel_size)  # fmt: skip
+    nets = load_models(source, trust=trust_pickle)
     stats = extract_kernels(nets, out, config)
     typer.echo(f"{stats['nets']['train']} train nets, {stats['nets']['test']} test nets -> {out}")
     for name, st in stats["layers"].items():

@@ -55,7 +55,7 @@ from dwp.priors import (
     check_per_layer,
     load_kernel_sets,
 )
-from dwp.train.fit import train_loop
+from dwp.train.fit import _plan, train_loop
 
 __all__ = [
     "BNN_FORMAT_VERSION",
@@ -64,6 +64,7 @@ __all__ = [
     "build_bnn",
     "finished_result",
     "load_bnn",
+    "load_factory",
     "train_bnn",
 ]
 
@@ -85,6 +86,8 @@ def build_bnn(
     """The Bayesian net (FConv or CIFARNet variant) of ``config``, initialised
     (deterministically from ``config.seed``) and with its priors attached, on ``device``."""
     device = torch.device(device)
+    if config.model is not None:
+        return _build_user_bnn(config, in_channels, num_classes, image_size, device)
     gen = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -116,6 +119,87 @@ def build_bnn(
         kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
     init_conv_kernels(layers, config.init, priors=dwp_priors, kernel_sets=kernel_sets,
                       generator=gen)  # fmt: skip
+    return model
+
+
+def load_factory(spec: str):
+    """The callable ``module.path:name`` (or ``path/to/file.py:name``) names."""
+    import importlib
+    import importlib.util
+    import inspect
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise DWPError(f"--model {spec!r}: expected package.module:factory or file.py:factory")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise DWPError(f"--model {spec!r}: {path} does not exist")
+            loader = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DWPError(f"--model {spec!r}: cannot import {module_name} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+                 and getattr(v, "__module__", None) == module.__name__]  # fmt: skip
+        raise DWPError(
+            f"--model {spec!r}: {module_name} has no callable {attr!r} (it defines "
+            f"{', '.join(names) or 'none'})"
+        )
+    if inspect.isclass(factory) and not issubclass(factory, nn.Module):
+        raise DWPError(f"--model {spec!r}: {attr} is a class but not an nn.Module")
+    return factory
+
+
+def _call_factory(factory, spec: str, **available) -> nn.Module:
+    """``factory`` called with those of ``in_channels``, ``num_classes``, ``image_size`` it
+    takes (by name)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in available.items() if takes_all or k in params}
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise DWPError(f"--model {spec!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _build_user_bnn(config, in_channels, num_classes, image_size, device) -> nn.Module:
+    """A user's model (``config.model``), with the priors of ``config`` on its convs: under
+    ``dwp`` the priors of ``prior_dirs`` on the convs of their kernel size and N(0,
+    normal_std^2) on the others."""
+    factory = load_factory(config.model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = _call_factory(factory, config.model, in_channels=in_channels,
+                              num_classes=num_classes, image_size=image_size)  # fmt: skip
+    model.to(device)
+    fallback = NormalPrior(config.normal_std)
+    if config.prior is PriorKind.dwp:
+        from dwp.data.shipped import resolve_prior_set
+
+        kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
+              "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
+        spec = [DeepWeightPrior.from_dir(d, **kw) for p in config.prior_dirs
+                for d in resolve_prior_set(p)]  # fmt: skip
+    elif config.prior is PriorKind.log_uniform:
+        spec = fallback = LogUniformPrior()
+    else:
+        spec = fallback
+    bayesianize(model, spec, fallback=fallback, log_sigma2_init=config.log_sigma2_init)
+    if config.init is Init.dwp:
+        from dwp.train.fit import _dwp_init
+
+        _dwp_init(model, config.seed)
     return model
 
 
@@ -166,8 +250,12 @@ def train_bnn(
     data_root=None,
     on_epoch: Callable[[dict], None] | None = None,
     on_eval: Callable[[dict], None] | None = None,
+    on_model: Callable[[nn.Module], None] | None = None,
 ) -> dict:
     """Train (or resume, or just read back) the run ``out``; returns ``result.json``'s dict.
+
+    ``on_model`` receives the model once it is built (``dwp bnn train`` prints which layer has
+    which prior from it).
 
     ``on_epoch`` receives ``{"epoch", "epochs", "loss", "data_term", "kl", "train_acc"}`` after
     every epoch; ``on_eval`` each evaluation record as written to ``metrics.jsonl``.
@@ -183,20 +271,22 @@ def train_bnn(
         done = finished_result(out, config)  # another process may have finished it meanwhile
         if done is not None:
             return done
-        return _train(config, out, device, data_root, on_epoch, on_eval)
+        return _train(config, out, device, data_root, on_epoch, on_eval, on_model)
 
 
-def _train(config, out, device, data_root, on_epoch, on_eval) -> dict:
+def _train(config, out, device, data_root, on_epoch, on_eval, on_model=None) -> dict:
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, config.split_seed) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     model = build_bnn(config, channels, ds.num_classes, size, device)
+    if on_model is not None:
+        on_model(model)
     data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
     return train_loop(
         model, train.images, train.labels, (ds.test.images, ds.test.labels), config, out,
         config.to_dict(), on_epoch=on_epoch, on_eval=on_eval,
         checkpoint_extra={"format_version": BNN_FORMAT_VERSION, "data_shape": data_shape,
-                          "config": config.to_dict()},
+                          "config": config.to_dict(), "bayes": _plan(model)},
         result_extra={"prior": config.prior.value, "init": config.init.value,
                       "split_seed": config.split_seed},
     )  # fmt: skip
