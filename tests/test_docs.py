@@ -38,8 +38,10 @@ def test_readme_example_runs_as_written(tmp_path):
                           text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     accuracy = float(done.stdout.strip().rsplit(" ", 1)[1])
-    assert 0.3 < accuracy <= 1.0  # 50 digits, 200 steps: far above chance (0.1)
-    assert (tmp_path / "my-priors" / "conv7x7" / "prior.json").is_file()
+    assert 0.3 < accuracy <= 1.0  # 100 digits, 100 epochs: far above chance (0.1)
+    assert "prior deep weight prior letters-fconv/conv2 (5x5" in done.stdout
+    assert (tmp_path / "runs" / "my-cnn" / "result.json").is_file()
+    assert (tmp_path / "my-cnn.pt").is_file()
 
 
 def test_cli_reference_is_current():

@@ -129,7 +129,7 @@ def test_killed_reproduction_resumes_to_the_same_results(tiny_priors, tmp_path):
 
     assert main(argv(full)) == 0
     # the 3rd evaluation of a Bayesian CNN: the classification stage's second run, mid-run
-    assert _killed(argv(part), "dwp.train.bnn", 3, tmp_path) == -signal.SIGKILL
+    assert _killed(argv(part), "dwp.train.fit", 3, tmp_path) == -signal.SIGKILL
     stages = json.loads((part / "stages.json").read_text())
     assert list(stages) == ["source", "kernels", "priors"]
     assert main(argv(part)) == 0
@@ -159,7 +159,7 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tiny_priors, tmp_path):
             "--ens-samples", "2", "--device", "cpu"]  # fmt: skip
     full, part = tmp_path / "full", tmp_path / "part"
     assert main([*args, "--out", str(full)]) == 0
-    assert _killed([*args, "--out", str(part)], "dwp.train.bnn", 2, tmp_path) == -signal.SIGKILL
+    assert _killed([*args, "--out", str(part)], "dwp.train.fit", 2, tmp_path) == -signal.SIGKILL
     log = part / "metrics.jsonl"
     log.write_text(log.read_text().splitlines()[0] + "\n" + '{"epoch": 4, "ens_a')  # torn
     assert main([*args, "--out", str(part)]) == 0

@@ -84,7 +84,9 @@ def test_extract_max_kernels_and_layer_choice(tmp_path):
     stats = extract_kernels(nets, tmp_path, cfg)
     assert list(stats["layers"]) == ["conv2"] and not (tmp_path / "conv1").exists()
     assert np.load(tmp_path / "conv2" / "train.npy").shape == (10, 1, 5, 5)
-    with pytest.raises(DWPError, match=r"no conv layer 'fc' in the first net; its conv layers: conv1, conv2"):
+    with pytest.raises(
+        DWPError, match=r"no conv layer 'fc' in the first net; its conv layers: conv1, conv2"
+    ):
         extract_kernels(nets, tmp_path, KernelConfig(layers=("fc",)))
     with pytest.raises(DWPError, match="at least 2 source nets"):
         extract_kernels(nets[:1], tmp_path, KernelConfig())

@@ -37,16 +37,16 @@ def prior_figures(
     from dwp.kernels import load_kernel_file
     from dwp.plots import latent_grid, pick_kernels, prior_samples
     from dwp.priors import load_prior
+    from dwp.priors.store import training_kernels
 
     vae, meta = load_prior(prior_dir)
     out = Path(out)
-    if real_kernels is None:
-        stored = meta.get("training", {}).get("kernels")
-        if stored and (Path(stored) / "train.npy").is_file():
-            real_kernels = Path(stored) / "train.npy"
     real = None
     if real_kernels is not None:
         real = pick_kernels(load_kernel_file(real_kernels, vae.kernel_size), n, seed)
+    else:  # the kernels the prior was fitted to (as it saw them), when still on disk
+        fitted = training_kernels(prior_dir)
+        real = pick_kernels(fitted, n, seed) if fitted is not None else None
     with torch.no_grad():
         means = vae.sample(n, torch.Generator().manual_seed(seed)).numpy()
         draws = vae.sample(n, torch.Generator().manual_seed(seed), mean=False).numpy()

@@ -116,6 +116,8 @@ def _settings(config: dict) -> dict:
     take today's defaults, and widths equal to the network family's default read as None."""
     out = defaults(BNNConfig)
     out.update(config)
+    if out.get("model") or out.get("format") == "dwp-fit":  # a user's model: no family widths
+        return out
     arch = dataset_arch(out["dataset"], out.get("arch", "auto"))
     hidden = out.get("hidden")
     if hidden is not None and tuple(hidden) == DEFAULT_HIDDEN[(arch, "target")]:
@@ -124,6 +126,8 @@ def _settings(config: dict) -> dict:
 
 
 def _hashable(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
     return tuple(map(_hashable, value)) if isinstance(value, list) else value
 
 

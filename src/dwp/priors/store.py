@@ -40,6 +40,7 @@ __all__ = [
     "rescale_prior",
     "sample_diversity",
     "save_prior",
+    "training_kernels",
 ]
 
 PRIOR_FORMAT = "dwp-kernel-vae"
@@ -351,6 +352,19 @@ def _trained_on(prior_dir: str | Path) -> tuple[str, float, float] | None:
         return None
     min_norm = float(meta["training"].get("min_norm", 0.0))
     return stored, float(meta.get("rescaled", {}).get("factor", 1.0)), min_norm
+
+
+def training_kernels(prior_dir: str | Path) -> np.ndarray | None:
+    """The training kernels a prior was fitted to, as it saw them (those of norm >= its
+    ``min_norm``, scaled like the prior if it was rescaled); None if they are not on disk."""
+    stored = _trained_on(resolve_prior_dir(prior_dir))
+    if stored is None:
+        return None
+    d, factor, min_norm = stored
+    kernels = load_kernel_file(Path(d) / "train.npy")
+    if min_norm > 0:
+        kernels = kernels[kernel_norms(kernels) >= min_norm]
+    return kernels * np.float32(factor) if factor != 1.0 else kernels
 
 
 def check_per_layer(dirs, names: list[str], what: str) -> None:
