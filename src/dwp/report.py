@@ -39,7 +39,7 @@ def prior_figures(
     from dwp.priors import load_prior
     from dwp.priors.store import training_kernels
 
-    vae, meta = load_prior(prior_dir)
+    vae, _ = load_prior(prior_dir)
     out = Path(out)
     real = None
     if real_kernels is not None:
