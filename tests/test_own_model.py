@@ -441,3 +441,22 @@ def test_kernels_extract_refuses_non_square_kernels_and_unknown_pickles(tmp_path
     assert "--trust-pickle" in err and "Traceback" not in err
     assert main([*argv, "--trust-pickle", "--min-norm", "0"]) == 0
     assert (tmp_path / "k" / "wide" / "train.npy").is_file()
+
+
+def test_shipped_names_work_where_prior_directories_go(tmp_path, capsys):
+    root = tmp_path / "data"
+    make_idx_set(root, n_train=40, n_test=30)
+    out = tmp_path / "run"
+    argv = ["bnn", "train", "--out", str(out), "--dataset", "mnist", "--data-root", str(root),
+            "--examples", "20", "--hidden", "4", "8", "--epochs", "2", "--ens-samples", "2",
+            "--device", "cpu", "--prior", "dwp", "--init", "filters", "--prior-dirs",
+            "letters-fconv/conv1", "letters-fconv/conv2"]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["prior_dirs"] == ["letters-fconv/conv1", "letters-fconv/conv2"]  # portable
+    assert "deep weight prior letters-fconv/conv1 (7x7" in capsys.readouterr().out
+    assert main(["prior", "rescale", "letters-fconv/conv2", "--out", str(tmp_path / "r"),
+                 "--median-norm", "0.17"]) == 0  # fmt: skip
+    assert main(["prior", "eval", "--prior", "letters-fconv/conv1", "--kernels",
+                 str(SHIPPED_PRIORS.parent / "kernels/letters-fconv/conv1/test.npy"),
+                 "--iw-samples", "0", "--samples", "1"]) == 0  # fmt: skip

@@ -341,3 +341,34 @@ def test_shipped_kernel_sets_resolve_by_name(tmp_path):
     assert resolve_kernel_sets(tmp_path) == tmp_path.resolve()  # a path wins
     with pytest.raises(DWPError, match="shipped set \\(letters-fconv"):
         resolve_kernel_sets("no-such-set")
+
+
+def test_reproduce_uses_the_shipped_priors_of_a_preset(tiny_priors, tmp_path, capsys):
+    """The quick preset's priors stage: the shipped priors, checked against its settings and
+    copied (not fitted), at toy experiment sizes; --refit-priors is another reproduction."""
+    from dwp.config import PRESETS
+
+    quick = PRESETS["quick"]
+    preset = json.loads(tiny_preset(tmp_path).read_text())
+    preset.update(name="tiny-shipped", source_dataset="letters", kernels=quick.kernels,
+                  priors=quick.priors, prior_args=quick.prior_args)  # fmt: skip
+    for key in ("source_args", "kernel_args"):
+        preset.pop(key)
+    path = tmp_path / "shipped.json"
+    path.write_text(json.dumps(preset))
+    out = tmp_path / "repro"
+    args = ["reproduce", "--preset-file", str(path), "--out", str(out), "--data-root",
+            tiny_priors["data"], "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages["priors"]["conv1"]["shipped"] == "letters-fconv/conv1"
+    assert stages["priors"]["seconds"] < 5  # copied, not fitted (conv1 alone fits in 26 s)
+    assert not (out / "priors" / "conv1" / "checkpoint.pt").exists()
+    shipped = DeepWeightPrior.pretrained("letters-fconv/conv2")
+    assert DeepWeightPrior.from_dir(out / "priors" / "conv2").sha256 == shipped.sha256
+    assert "conv1 {shipped: letters-fconv/conv1" in (out / "report.md").read_text()  # stage table
+    capsys.readouterr()
+    assert main([*args, "--refit-priors"]) == 2
+    assert "another config (shipped_priors: 'letters-fconv' there, None now)" in (
+        capsys.readouterr().err
+    )

@@ -211,7 +211,7 @@ def reproduce(
     return out / "report.md"
 
 
-def copy_shipped_prior(name: str, out: Path, settings: dict) -> str:
+def copy_shipped_prior(name: str, out: str | Path, settings: dict) -> str:
     """Copy the shipped prior ``name`` into ``out`` (a prior directory like the one fitting
     would write), after checking that it was fitted with ``settings``; returns its name."""
     import shutil
@@ -225,7 +225,7 @@ def copy_shipped_prior(name: str, out: Path, settings: dict) -> str:
             f"the preset names the shipped prior {name}, which this installation lacks "
             f"(shipped: {', '.join(shipped_priors()) or 'none'}); use --refit-priors"
         )
-    src = SHIPPED_PRIORS / name
+    src, out = SHIPPED_PRIORS / name, Path(out)
     stored = read_json(src / "config.json")
     diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
     if diff:

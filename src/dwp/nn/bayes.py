@@ -41,6 +41,7 @@ __all__ = [
     "BayesConv2d",
     "BayesLayer",
     "BayesLinear",
+    "Converted",
     "LogUniformConv2d",
     "LogUniformLinear",
     "Mode",
@@ -397,9 +398,10 @@ def bayesianize(
     mode: Mode | str = Mode.sample,
     log_sigma2_init: float = -10.0,
     alpha_logit_init: float = -2.0,
-) -> dict[str, BayesLayer]:
+) -> Converted:
     """Replace the chosen ``nn.Conv2d`` (and, with ``linear``, ``nn.Linear``) layers of
-    ``model`` by Bayesian ones, in place, each with its prior; returns the new layers by name.
+    ``model`` by Bayesian ones, in place, each with its prior; returns the new layers by name
+    (a :class:`Converted`: ``print()`` it to see which layer got which posterior and prior).
 
     Args:
         model: any model; its layers are found by ``isinstance``.
@@ -470,7 +472,7 @@ def bayesianize(
             raise DWPError(f"the prior of {name} needs posterior='log-uniform'")
         plan.append((name, module, p, kind))
     _check_used(resolver, prior, used, {n: found[n] for n in chosen})
-    new = {}
+    new = Converted()
     for name, module, p, kind in plan:
         layer = _bayes_layer(module, kind, mode, log_sigma2_init, alpha_logit_init)
         if hasattr(p, "for_layer"):
@@ -520,7 +522,7 @@ def set_prior(
     prior: PriorSpec,
     *,
     layers: Callable[[str, nn.Module], bool] | Sequence[str] | None = None,
-) -> dict[str, BayesLayer]:
+) -> Converted:
     """Give the Bayesian layers of ``model`` new priors (same forms as :func:`bayesianize`'s
     ``prior``); layers that ``prior`` has nothing for keep theirs, unless named in ``layers``
     (then it is an error). Returns the layers whose prior changed."""
@@ -543,7 +545,7 @@ def set_prior(
         p = _choose(resolver, spec, name, found[name], named)
         if p is not None:
             plan.append((name, p))
-    changed = {}
+    changed = Converted()
     for name, p in plan:
         layer = found[name]
         layer.prior = (p.for_layer() if hasattr(p, "for_layer") else p).to(layer.weight.device)
@@ -551,20 +553,32 @@ def set_prior(
     return changed
 
 
+def _row(name: str, m: nn.Module) -> dict:
+    if isinstance(m, BayesLayer):
+        kind = "log-uniform" if hasattr(m, "log_alpha") else "gaussian"
+        p = m.prior
+        what = "none" if p is None else getattr(p, "describe", lambda p=p: type(p).__name__)()
+    else:
+        kind, what = "deterministic", "-"
+    return {"layer": name or "(model)", "shape": _layer_shape(m), "posterior": kind, "prior": what}
+
+
 def describe_bayes(model: nn.Module) -> list[dict]:
     """One row per conv and linear layer of ``model``: ``layer`` (its name), ``shape``,
     ``posterior`` (``gaussian``, ``log-uniform`` or ``deterministic``) and ``prior`` (one line)."""
-    rows = []
-    for name, m in _candidates(model, linear=True).items():
-        if isinstance(m, BayesLayer):
-            kind = "log-uniform" if hasattr(m, "log_alpha") else "gaussian"
-            p = m.prior
-            what = "none" if p is None else getattr(p, "describe", lambda p=p: type(p).__name__)()
-        else:
-            kind, what = "deterministic", "-"
-        rows.append({"layer": name or "(model)", "shape": _layer_shape(m), "posterior": kind,
-                     "prior": what})  # fmt: skip
-    return rows
+    return [_row(name, m) for name, m in _candidates(model, linear=True).items()]
+
+
+class Converted(dict):
+    """What :func:`bayesianize` and :func:`set_prior` return: the layers by name, and which
+    posterior and prior each got (``rows()``; ``str()`` is one line per layer)."""
+
+    def rows(self) -> list[dict]:
+        return [_row(name, m) for name, m in self.items()]
+
+    def __str__(self) -> str:
+        return "\n".join(f"{r['layer']}: {r['shape']}, {r['posterior']} posterior, prior "
+                         f"{r['prior']}" for r in self.rows())  # fmt: skip
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

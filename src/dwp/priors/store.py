@@ -338,8 +338,8 @@ def _trained_on(prior_dir: str | Path) -> tuple[str, float, float] | None:
     """The training-kernel directory a prior records, the factor it was rescaled by and the
     norm below which its training left kernels out."""
     try:
-        meta = json.loads((Path(prior_dir) / "prior.json").read_text())
-    except (OSError, ValueError):
+        meta = json.loads((resolve_prior_dir(prior_dir) / "prior.json").read_text())
+    except (OSError, ValueError, DWPError):
         return None
     stored = meta.get("training", {}).get("kernels")
     if not stored:
@@ -399,7 +399,7 @@ def load_kernel_sets(
                 )
     sets = {}
     for n, (d, factor, min_norm) in zip(names, sources, strict=True):
-        path = Path(d)
+        path = Path(d) if Path(d).exists() else resolve_kernel_layer(d)
         kernels = load_kernel_file(path / "train.npy" if path.is_dir() else path)
         if min_norm > 0:
             kernels = kernels[kernel_norms(kernels) >= min_norm]
