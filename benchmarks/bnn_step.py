@@ -27,7 +27,8 @@ import torch
 from dwp.data import few_shot, load_dataset
 from dwp.eval import evaluate_bnn
 from dwp.nn import kl_divergence, set_noise_generator
-from dwp.train.bnn import BNNConfig, _data_term, build_bnn, train_bnn
+from dwp.train.bnn import BNNConfig, build_bnn, train_bnn
+from dwp.train.fit import _data_term
 
 
 def step_ms(model, x, y, steps: int) -> float:

@@ -27,7 +27,8 @@ from dwp.data import few_shot, load_dataset
 from dwp.eval import evaluate_bnn
 from dwp.nn import bayes_layers, kl_divergence, set_noise_generator
 from dwp.priors import DeepWeightPrior, kernel_view
-from dwp.train.bnn import BNNConfig, _data_term, build_bnn
+from dwp.train.bnn import BNNConfig, build_bnn
+from dwp.train.fit import _data_term
 
 _LIBRARY_CACHE = DeepWeightPrior._cached_elbo
 

@@ -52,3 +52,11 @@ def test_cli_reference_is_current():
     assert (ROOT / "docs" / "cli.md").read_text() == module.render(), (
         "docs/cli.md is out of date: run python scripts/cli_reference.py (or make docs)"
     )
+
+
+def test_benchmarks_start():
+    """Every benchmark script imports what it uses (they are not run by the suite)."""
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        done = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, f"{script.name}: {done.stderr[-500:]}"

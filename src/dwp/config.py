@@ -736,9 +736,9 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         description="embedded data: the shipped priors letters-fconv (fitted to the shipped "
         "kernels of 13 paper-protocol source nets on letters rendered from 1331 fonts; "
-        "--refit-priors fits them again, 4 more minutes), moved to the reference's kernel scale "
+        "--refit-priors fits them again, 3-4 more minutes), moved to the reference's kernel scale "
         "for the Bayesian nets; 5000 MNIST digits as the target, 3 splits at 50 examples, short "
-        "runs; about 11 minutes on 2 CPU cores",
+        "runs; about 13 minutes on 2 CPU cores",
         source_dataset="letters",
         target_dataset="mnist5k",
         kernels="letters-fconv",

@@ -321,8 +321,13 @@ class _Resolver:
 
 def _fits(prior: nn.Module, module: nn.Module, name: str) -> str | None:
     """None if ``prior`` can be the prior of ``module``, else why not."""
+    if not callable(getattr(prior, "kl", None)):
+        raise DWPError(
+            f"a {type(prior).__name__} given as the prior of {name} is not a prior (no "
+            "kl(layer)); subclass dwp.priors.WeightPrior"
+        )
     try:
-        prior.check_layer(module, name)
+        getattr(prior, "check_layer", lambda layer, name: None)(module, name)
     except DWPError as exc:
         return str(exc)
     return None

@@ -176,6 +176,8 @@ def fit(
         config: a :class:`FitConfig`; ``options`` (``epochs=...``, ``lr=...``) override its
             fields.
         out: a run directory (config, metrics, checkpoints, result), or None to keep nothing.
+            A finished run is read back (its final weights loaded into ``model``), a killed one
+            resumes; a directory of another run (model, priors or config) is refused.
         on_epoch: receives ``{"epoch", "epochs", "loss", "data_term", "kl", "train_acc"}`` after
             every epoch; ``on_eval`` each evaluation record.
 
