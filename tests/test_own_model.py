@@ -163,7 +163,7 @@ def test_bayesianize_errors_name_the_layer_and_list_the_valid_names():
         bayesianize(nn.Sequential(nn.Conv2d(1, 2, 3)), "letters-fconv/conv1")
     with pytest.raises(DWPError, match="prior nope not found"):
         bayesianize(Net(), "nope")
-    with pytest.raises(DWPError, match="a ReLU given as the prior of stem.0 is not a prior"):
+    with pytest.raises(DWPError, match=r"a ReLU given as the prior of stem\.0 is not a prior"):
         bayesianize(Net(), nn.ReLU())
     model = Net()
     bayesianize(model, "normal")
