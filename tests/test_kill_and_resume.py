@@ -8,6 +8,7 @@ no cleanup code runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -216,20 +217,40 @@ def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys, tmp_path):
     assert len(err) == 1 and err[0].startswith("error: interrupted; runs resume")
 
 
+def _sigint_default() -> None:
+    """In the child before exec: Ctrl-C's default action, even where the suite runs in a
+    background job (whose children inherit SIGINT ignored, so Python would install no
+    KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    """The child's stderr once it exits; killed (its group too) if it outlives ``timeout``."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:  # its own session: its workers too
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        return proc.communicate()[1] + f"\n(still running after {timeout} s: killed)"
+
+
 def test_sigint_of_a_running_command(tiny_priors, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "dwp.cli", "bnn", "train", "--out", str(out), "--dataset",
          "mnist", "--data-root", tiny_priors["data"], "--examples", "20", "--hidden", "4", "8",
          "--epochs", "100000", "--device", "cpu"],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not (out / "config.json").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)  # in the training loop
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    err = _finish(proc, 60)
     assert proc.returncode == 130, err
     assert "error: interrupted" in err and "Traceback" not in err
     assert not (out / ".lock").exists()
@@ -270,7 +291,7 @@ def test_ctrl_c_of_a_parallel_sweep_ends_at_once_with_one_line(tiny_priors, tmp_
          "--dataset", "mnist", "--data-root", tiny_priors["data"], "--examples", "10",
          "--splits", "0", "1", "--epochs", "100000", "--hidden", "4", "8", "--methods",
          "normal", "log-uniform", "--jobs", "2", "--device", "cpu"],  # 4 runs: 2 queued
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_sigint_default,
     )  # fmt: skip
     deadline = time.monotonic() + 90
     while len(list(out.glob("runs/*/config.json"))) < 2 and time.monotonic() < deadline:
@@ -278,7 +299,7 @@ def test_ctrl_c_of_a_parallel_sweep_ends_at_once_with_one_line(tiny_priors, tmp_
     time.sleep(0.5)  # both runs training
     os.killpg(proc.pid, signal.SIGINT)
     t0 = time.monotonic()
-    _, err = proc.communicate(timeout=60)
+    err = _finish(proc, 60)
     assert proc.returncode == 130 and time.monotonic() - t0 < 20, err
     assert err.strip().splitlines() == [
         "error: interrupted; runs resume from their last checkpoint when the same command is "
