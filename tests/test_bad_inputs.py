@@ -173,6 +173,33 @@ def _damaged_source_net(tmp, base) -> list[str]:
     return ["kernels", "extract", "--source", str(src), "--out", str(tmp / "k")]
 
 
+class Pickled(torch.nn.Module):
+    """A model class of the user's own: a whole saved model of it needs --trust-pickle."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+
+
+def _saved_models(tmp, base, make) -> list[str]:
+    for i in range(2):
+        torch.save(make(), tmp / f"m{i}.pt")
+    return ["kernels", "extract", "--source", str(tmp / "m0.pt"), "--source", str(tmp / "m1.pt"),
+            "--out", str(tmp / "k")]  # fmt: skip
+
+
+def _bnn_model(out, data, spec) -> list[str]:
+    """``dwp bnn train --model SPEC`` (FConv's --hidden does not apply)."""
+    argv = _bnn(out, data, "--model", spec)
+    i = argv.index("--hidden")
+    return argv[:i] + argv[i + 3 :]
+
+
+def _user_factory(tmp, base) -> list[str]:
+    (tmp / "models.py").write_text("def small(in_channels, num_classes):\n    return None\n")
+    return _bnn_model(tmp / "r", base["data"], f"{tmp / 'models.py'}:large")
+
+
 def _torn_middle_metrics(tmp, base) -> list[str]:
     argv = _resume(tmp, base)
     path = tmp / "run" / "metrics.jsonl"
@@ -492,6 +519,51 @@ CASES = [
         "kernels-extract-no-source",
         lambda t, b: ["kernels", "extract", "--source", str(t), "--out", str(t / "k")],
         "no model files in it",
+    ),
+    # --- issue 20: priors by name, kernels from any model, --model
+    Case(
+        "prior-list-missing",
+        lambda t, b: ["prior", "list", str(t / "nope")],
+        "nope not found: give a prior directory",
+    ),
+    Case(
+        "prior-dirs-unknown-shipped-name",
+        lambda t, b: _bnn(
+            t / "r",
+            b["data"],
+            "--prior",
+            "dwp",
+            "--prior-dirs",
+            "letters-fconv/conv9",
+            "letters-fconv/conv2",
+        ),
+        "conv9 not found: give a prior directory (`dwp prior train`) or a shipped prior",
+    ),
+    Case(
+        "kernels-extract-non-square",
+        lambda t, b: _saved_models(t, b, lambda: {"a.weight": torch.randn(2, 2, 3, 5)}),
+        "layer a of the first net has non-square 3x5 kernels",
+    ),
+    Case(
+        "kernels-extract-custom-pickle",
+        lambda t, b: _saved_models(t, b, Pickled),
+        "holds a pickled test_bad_inputs.Pickled, which dwp does not unpickle",
+    ),
+    Case(
+        "kernels-extract-no-convs",
+        lambda t, b: _saved_models(t, b, lambda: {"fc.weight": torch.randn(2, 2)}),
+        "m0.pt: holds no conv layers",
+    ),
+    Case(
+        "bnn-model-not-a-spec",
+        lambda t, b: _bnn_model(t / "r", b["data"], "models"),
+        "--model must be package.module:factory or file.py:factory",
+    ),
+    Case("bnn-model-no-callable", _user_factory, "has no callable 'large' (it defines small)"),
+    Case(
+        "bnn-model-with-hidden",
+        lambda t, b: _bnn(t / "r", b["data"], "--model", "m.py:f", "--hidden", "4", "8"),
+        "--hidden, --width-scale and --arch apply to FConv / CIFARNet, not to --model",
     ),
     # --- found by trying the commands with inputs the issue did not list
     Case(

@@ -380,6 +380,12 @@ def read_json(path: str | Path, remedy: str = "delete it to start over"):
         raise CorruptFileError(path, f"unreadable JSON ({why}); {remedy}") from None
 
 
+def first_difference(a: dict, b: dict) -> str | None:
+    """The first key (sorted) whose value differs between two configs, or None."""
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return diff[0] if diff else None
+
+
 def check_same_config(directory: str | Path, want: dict, what: str = "a run") -> None:
     """Refuse a directory whose ``config.json`` differs from ``want`` (nothing to check if it
     has none), naming the first key that differs."""
@@ -390,9 +396,8 @@ def check_same_config(directory: str | Path, want: dict, what: str = "a run") ->
                        "the directory to start over")  # fmt: skip
     if not isinstance(stored, dict):
         raise CorruptFileError(path, "not a config (a JSON object); use another --out")
-    diff = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
-    if diff:
-        k = diff[0]
+    k = first_difference(stored, want)
+    if k is not None:
         raise DWPError(
             f"{directory} holds {what} with another config ({k}: {stored.get(k)!r} there, "
             f"{want.get(k)!r} now); use another --out or delete it"

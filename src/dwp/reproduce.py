@@ -218,7 +218,7 @@ def copy_shipped_prior(name: str, out: str | Path, settings: dict) -> str:
     import tempfile
 
     from dwp.data.shipped import SHIPPED_PRIORS, shipped_priors
-    from dwp.io import read_json
+    from dwp.io import first_difference, read_json
 
     if name not in shipped_priors():
         raise DWPError(
@@ -227,9 +227,8 @@ def copy_shipped_prior(name: str, out: str | Path, settings: dict) -> str:
         )
     src, out = SHIPPED_PRIORS / name, Path(out)
     stored = read_json(src / "config.json")
-    diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
-    if diff:
-        k = diff[0]
+    k = first_difference(stored, settings)
+    if k is not None:
         raise DWPError(
             f"the shipped prior {name} was fitted with {k} {stored.get(k)!r}, the preset asks "
             f"for {settings.get(k)!r}; use --refit-priors to fit it"

@@ -31,7 +31,6 @@ from dwp.config import BNN_FORMAT_VERSION, BNNConfig, Init, PriorKind
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.io import (
-    check_finite,
     check_same_config,
     cleanup_on_failure,
     load_checkpoint,
@@ -55,7 +54,7 @@ from dwp.priors import (
     check_per_layer,
     load_kernel_sets,
 )
-from dwp.train.fit import _plan, train_loop
+from dwp.train.fit import _plan, read_result, train_loop
 
 __all__ = [
     "BNN_FORMAT_VERSION",
@@ -235,12 +234,7 @@ def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
     directory holds a run of another config, finished or not."""
     out = Path(out)
     check_same_config(out, config.to_dict())
-    path = out / _RESULT
-    if not path.is_file():
-        return None
-    result = read_json(path)
-    check_finite(result, f"{path} is not a valid result (delete it to re-run the run)")
-    return result
+    return read_result(out)
 
 
 def train_bnn(

@@ -199,12 +199,12 @@ def fit(
         return train_loop(model, x, y, test_xy, config, None, settings)
     out = Path(out)
     check_same_config(out, settings)
-    done = _finished(out)
+    done = read_result(out)
     if done is not None:
         _load_final(model, out)
         return done
     with cleanup_on_failure(out, keep=[CHECKPOINT]), run_lock(out):
-        done = _finished(out)
+        done = read_result(out)
         if done is not None:
             _load_final(model, out)
             return done
@@ -225,7 +225,9 @@ def _plan(model: nn.Module) -> dict | None:
         return None
 
 
-def _finished(out: Path) -> dict | None:
+def read_result(out: Path) -> dict | None:
+    """The ``result.json`` of a finished run directory (None if it has not finished); a result
+    holding NaN or inf is refused."""
     path = out / RESULT
     if not path.is_file():
         return None
