@@ -470,7 +470,7 @@ def test_init_conv_kernels():
     assert all(tuple(row.tolist()) in bank for row in flat)
     with pytest.raises(DWPError, match="3x3 kernels, but a has 5x5"):
         init_conv_kernels(convs, "filters", kernel_sets={"a": torch.randn(9, 1, 3, 3)})
-    with pytest.raises(DWPError, match="needs a deep weight prior"):
+    with pytest.raises(DWPError, match="needs a learned kernel prior"):
         init_conv_kernels(convs, "dwp")
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "ARCHS",
     "BAYES_METHODS",
     "DEFAULT_MIN_NORM",
+    "KERNEL_PRIOR_METHODS",
     "L2_METHODS",
     "PRESETS",
     "Arch",
@@ -39,6 +40,7 @@ __all__ = [
     "Preset",
     "PresetName",
     "PriorKind",
+    "PriorScale",
     "PriorTrainConfig",
     "SourceConfig",
     "check_init_sources",
@@ -83,6 +85,19 @@ class PriorKind(StrEnum):
     """Log-uniform, with the posterior N(mu, alpha mu^2) of sparse variational dropout."""
     dwp = "dwp"
     """The deep weight prior: one kernel VAE per conv layer (``prior_dirs``)."""
+    gaussian = "gaussian"
+    """A Gaussian over each kernel with a full covariance (closed-form KL): ``prior_dirs`` of
+    Gaussian priors, or of kernel VAEs (then fitted to the kernels each VAE was fitted to)."""
+
+
+class PriorScale(StrEnum):
+    """How a learned kernel prior's scale is set for the target net."""
+
+    data = "data"
+    """Moved so that its kernels give unit-std pre-activations on the training images
+    (:func:`dwp.priors.data_scales`)."""
+    none = "none"
+    """As fitted (the source kernels' scale)."""
 
 
 class Init(StrEnum):
@@ -105,13 +120,18 @@ class Method(StrEnum):
     """Bayesian net under the log-uniform prior, from Xavier."""
     normal = "normal"
     """Bayesian net under the standard normal prior, from Xavier."""
+    gaussian = "gaussian"
+    """Bayesian net under the Gaussian kernel prior fitted to the DWP's kernels, from its
+    samples (the control: is the VAE needed?)."""
     l2_xavier = "l2-xavier"
     """Deterministic net with L2 on the conv parameters, from Xavier."""
     l2_dwp = "l2-dwp"
     """Deterministic net with L2, kernels from prior samples."""
 
 
-BAYES_METHODS = ("dwp", "log-uniform", "normal")
+BAYES_METHODS = ("dwp", "gaussian", "log-uniform", "normal")
+#: The methods whose nets use the learned priors (``prior_dirs``) and their scale rule.
+KERNEL_PRIOR_METHODS = ("dwp", "gaussian", "l2-dwp")
 L2_METHODS = ("l2-xavier", "l2-dwp")
 
 
@@ -383,6 +403,8 @@ class BNNConfig:
     ens_samples: int = 10
     dwp_samples: int = 1
     dwp_kernel_batch: int | None = 256  # None: the paper's exact mode
+    # how the learned priors (dwp, gaussian, and the dwp init's) are scaled: data or none
+    prior_scale: PriorScale = PriorScale.data
     train_encoder: bool = False
     log_sigma2_init: float = -10.0
     normal_std: float = 1.0
@@ -409,8 +431,11 @@ class BNNConfig:
         try:
             self.prior = PriorKind(self.prior)
             self.init = Init(self.init)
+            self.prior_scale = PriorScale(self.prior_scale)
         except ValueError as exc:
             raise DWPError(str(exc)) from None
+        if not self.uses_kernel_priors:
+            self.prior_scale = PriorScale.none  # nothing learned to scale
         if self.prior is not PriorKind.dwp:
             _dropped("dwp_kernel_batch", self.dwp_kernel_batch, 256,
                      f"the {self.prior.value} prior has a closed-form KL")  # fmt: skip
@@ -447,7 +472,7 @@ class BNNConfig:
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
             normal_std=positive(self.normal_std),
         )
-        if (self.prior is PriorKind.dwp or self.init is Init.dwp) and not self.prior_dirs:
+        if self.uses_kernel_priors and not self.prior_dirs:
             raise DWPError(
                 f"prior {self.prior.value} with init {self.init.value} needs --prior-dirs "
                 "(one prior directory per conv layer)"
@@ -460,9 +485,14 @@ class BNNConfig:
         """Epochs between evaluations: ``eval_every``, or a tenth of the run."""
         return self.eval_every or max(1, self.epochs // 10)
 
+    @property
+    def uses_kernel_priors(self) -> bool:
+        """Whether the run uses the learned priors of ``prior_dirs`` (as prior or init)."""
+        return self.prior in (PriorKind.dwp, PriorKind.gaussian) or self.init is Init.dwp
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.update(prior=self.prior.value, init=self.init.value)
+        d.update(prior=self.prior.value, init=self.init.value, prior_scale=self.prior_scale.value)
         return _lists(d, ("hidden", "prior_dirs", "kernel_dirs"))
 
 
@@ -481,6 +511,7 @@ class ClassificationConfig:
     lr: float = 1e-3
     prior_dirs: tuple[str, ...] = ()
     dwp_kernel_batch: int | None = 256  # None: the exact mode
+    prior_scale: str = "data"  # PriorScale of the learned priors (dwp, gaussian, l2-dwp)
     l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
     ens_samples: int = 10
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
@@ -492,6 +523,10 @@ class ClassificationConfig:
         self.methods = tuple(str(m) for m in self.methods)
         self.hidden = _ints(self.hidden)
         self.prior_dirs = _paths(self.prior_dirs)
+        try:
+            self.prior_scale = PriorScale(self.prior_scale).value
+        except ValueError as exc:
+            raise DWPError(str(exc)) from None
         unknown = [m for m in self.methods if m not in BAYES_METHODS + L2_METHODS]
         if unknown:
             raise DWPError(
@@ -513,8 +548,10 @@ class ClassificationConfig:
             ens_samples=self.ens_samples >= 1,
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
         )
-        if any(m in ("dwp", "l2-dwp") for m in self.methods) and not self.prior_dirs:
-            raise DWPError("methods dwp and l2-dwp need --prior-dirs (one per conv layer)")
+        if any(m in KERNEL_PRIOR_METHODS for m in self.methods) and not self.prior_dirs:
+            raise DWPError(
+                "methods dwp, gaussian and l2-dwp need --prior-dirs (one per conv layer)"
+            )
 
     def to_dict(self) -> dict:
         return _lists(asdict(self), ("examples", "splits", "methods", "hidden", "prior_dirs"))

@@ -21,7 +21,7 @@ from dwp.cli._common import (
     kernel_batch,
     widths,
 )
-from dwp.config import Arch, BNNConfig, Init, PriorKind
+from dwp.config import Arch, BNNConfig, Init, PriorKind, PriorScale
 from dwp.errors import DWPError
 
 app = group("Bayesian CNNs on small target sets.")
@@ -39,8 +39,10 @@ def bnn_train(
         list[Path] | None,
         typer.Option(
             "--prior-dirs",
-            help="Prior directories, one per conv layer in order (conv1 7x7, conv2 5x5); for "
-            "--prior dwp and --init dwp. Give the option once with several values.",
+            help="Prior directories (or shipped names), one per conv layer in order (conv1 7x7, "
+            "conv2 5x5); for --prior dwp / gaussian and --init dwp (--prior gaussian also takes "
+            "kernel-VAE priors: it fits a Gaussian to their kernels). Give the option once with "
+            "several values.",
             show_default=False,
         ),
     ] = None,
@@ -54,6 +56,13 @@ def bnn_train(
         ),
     ] = None,
     init: Annotated[Init, typer.Option(help="Initial posterior means.")] = D.init,
+    prior_scale: Annotated[
+        PriorScale,
+        typer.Option(
+            help="Kernel scale of the learned priors: data (moved so that their kernels give "
+            "unit-std pre-activations on the training images) or none (as fitted).",
+        ),
+    ] = D.prior_scale,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the paper: 10000).")] = D.epochs,
     hidden: HiddenOpt = None,
     width_scale: WidthScaleOpt = None,
@@ -148,6 +157,7 @@ def bnn_train(
         dwp_samples=dwp_samples, train_encoder=train_encoder, log_sigma2_init=log_sigma2_init,
         dwp_kernel_batch=kernel_batch(dwp, dwp_kernel_batch, exact, D.dwp_kernel_batch),
         normal_std=D.normal_std if normal_std is None else normal_std, model=model,
+        prior_scale=prior_scale,
     )  # fmt: skip
     dev = resolve_device(device)
     if finished_result(out, config) is not None:  # after the config check: same run

@@ -42,6 +42,7 @@ from dwp.config import (
     ExecutorKind,
     FeaturesConfig,
     Method,
+    PriorScale,
 )
 from dwp.tables import mean_sd
 
@@ -124,7 +125,8 @@ def experiment_classification(
         list[Path] | None,
         typer.Option(
             "--prior-dirs",
-            help="Prior directories, one per conv layer (for methods dwp and l2-dwp).",
+            help="Prior directories (or shipped names), one per conv layer (for methods dwp, "
+            "gaussian: a Gaussian fitted to their kernels, and l2-dwp).",
             show_default=False,
         ),
     ] = None,
@@ -175,6 +177,13 @@ def experiment_classification(
     l2: Annotated[
         float, typer.Option(min=0.0, help="L2 weight of the deterministic baselines.")
     ] = ClassificationConfig.l2,
+    prior_scale: Annotated[
+        PriorScale,
+        typer.Option(
+            help="Kernel scale of the learned priors (dwp, gaussian, l2-dwp): data (unit-std "
+            "pre-activations on each split's training images) or none (as fitted).",
+        ),
+    ] = PriorScale(ClassificationConfig.prior_scale),
     executor_kind: ExecutorOpt = ExecutorKind.local,
     jobs: JobsOpt = 0,
     address: AddressOpt = None,
@@ -189,7 +198,7 @@ def experiment_classification(
 
     config = ClassificationConfig(
         dataset=dataset, epochs=epochs, hidden=widths(hidden, width_scale), arch=arch.value,
-        lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2,
+        lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2, prior_scale=prior_scale.value,
         dwp_kernel_batch=kernel_batch(methods is None or Method.dwp in methods,
                                       dwp_kernel_batch, exact,
                                       ClassificationConfig.dwp_kernel_batch),

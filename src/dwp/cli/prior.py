@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,13 @@ from dwp.errors import DWPError
 
 app = group("Kernel VAE priors: list the shipped ones; train, evaluate, sample, import, rescale.")
 D = PriorTrainConfig  # the defaults
+
+
+class PriorFamily(StrEnum):
+    """The family of a kernel prior."""
+
+    vae = "vae"
+    gaussian = "gaussian"
 
 
 def _per_size(index: int) -> str:
@@ -35,8 +43,8 @@ def prior_list(
 ) -> None:
     """The priors shipped with dwp (and any given): name (what --prior-dirs, bayesianize and
     DeepWeightPrior.pretrained take), kernel size, latent size, the kernels it was fitted to, test
-    ELBO and the zero kernel's ELBO (nats/kernel), and the effective rank of its samples beside
-    its training kernels'."""
+    ELBO and the zero kernel's ELBO (nats/kernel; for a Gaussian prior, z "Gaussian", its exact
+    log-likelihoods), and the effective rank of its samples beside its training kernels'."""
     from dwp.cli._common import echo_table
     from dwp.data.shipped import shipped_priors
     from dwp.io import write_json
@@ -50,7 +58,8 @@ def prior_list(
     def num(v, fmt=".1f"):
         return "-" if v is None else format(v, fmt)
 
-    rows = [[c["name"], f"{c['kernel_size']}x{c['kernel_size']}", c["z_dim"], c["source"] or "-",
+    rows = [[c["name"], f"{c['kernel_size']}x{c['kernel_size']}",
+             "Gaussian" if c["z_dim"] is None else c["z_dim"], c["source"] or "-",
              num(c["kernels"], "d"), num(c["test_elbo"]), num(c["zero_kernel_elbo"]),
              f"{num(c['rank_samples'])} / {num(c['rank_kernels'])}"] for c in cards]  # fmt: skip
     echo_table(["name", "kernel", "z", "fitted to", "kernels", "test ELBO", "zero-kernel ELBO",
@@ -70,6 +79,14 @@ def prior_train(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Prior directory to write.")],
+    family: Annotated[
+        PriorFamily,
+        typer.Option(
+            help="vae: a kernel VAE (the deep weight prior); gaussian: one Gaussian with a full "
+            "k*k x k*k covariance, fitted in closed form (the control; --min-norm applies, the "
+            "training options do not).",
+        ),
+    ] = PriorFamily.vae,
     z_dim: Annotated[
         int | None,
         typer.Option(min=1, help=f"Latent size (default: {_per_size(0)}).", show_default=False),
@@ -121,9 +138,23 @@ def prior_train(
     device: DeviceOpt = "auto",
 ) -> None:
     """Fit a kernel VAE (the layer's prior) to a kernel dataset; log train / test ELBO per
-    kernel every epoch (metrics.jsonl in the prior directory)."""
+    kernel every epoch (metrics.jsonl in the prior directory). --family gaussian fits the
+    Gaussian kernel prior instead."""
     from dwp.device import resolve_device
     from dwp.train.prior import fit_prior
+
+    if family is PriorFamily.gaussian:
+        from dwp.priors import fit_gaussian_prior
+
+        prior, meta = fit_gaussian_prior(kernels, out, min_norm)
+        k, m = prior.kernel_size, meta["metrics"]
+        msg = f"Gaussian prior {k}x{k} -> {out}: train log-likelihood "
+        msg += f"{m['train']['log_lik_per_kernel']:.2f}"
+        if "test" in m:
+            msg += f", test {m['test']['log_lik_per_kernel']:.2f}"
+        msg += f" nats/kernel ({m['train']['n_kernels']} training kernels)"
+        typer.echo(msg)
+        return
 
     cfg = PriorTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                            min_steps=min_steps, val_fraction=val_fraction,

@@ -1,6 +1,7 @@
 """Classification with limited data (the paper's main experiment): training-set sizes x split
 seeds x methods, where a method is a Bayesian net (FConv; CIFARNet for CIFAR) with a prior
-(``dwp``, ``log-uniform``, ``normal``) or the same net, deterministic, with an L2 penalty
+(``dwp``, ``gaussian``: the Gaussian kernel prior fitted to the DWP's kernels, ``log-uniform``,
+``normal``) or the same net, deterministic, with an L2 penalty
 (``l2-xavier``, ``l2-dwp``: its kernels start from Xavier or from samples of the DWP).
 
 Each Bayesian run is an ordinary run directory of :func:`dwp.train.bnn.train_bnn`
@@ -43,7 +44,7 @@ from dwp.nn import (
     l2_penalty,
     resolve_arch,
 )
-from dwp.priors import DeepWeightPrior, check_per_layer
+from dwp.priors import DeepWeightPrior, check_per_layer, data_scales, scaled_priors
 from dwp.train.bnn import train_bnn
 from dwp.train.loop import adam_linear_decay
 
@@ -64,13 +65,14 @@ def run_name(task: dict) -> str:
 
 
 def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
-    dwp = task["method"] == "dwp"
+    learned = task["method"] in ("dwp", "gaussian")  # start from samples of their own prior
     return BNNConfig(
         dataset=config.dataset, examples=task["examples"], split_seed=task["split"],
-        prior=task["method"], init=Init.dwp if dwp else Init.xavier,
-        prior_dirs=config.prior_dirs if dwp else (), hidden=config.hidden, arch=config.arch,
+        prior=task["method"], init=Init.dwp if learned else Init.xavier,
+        prior_dirs=config.prior_dirs if learned else (), hidden=config.hidden, arch=config.arch,
         epochs=config.epochs, lr=config.lr, eval_every=config.epochs,
-        ens_samples=config.ens_samples, dwp_kernel_batch=config.dwp_kernel_batch if dwp else None,
+        ens_samples=config.ens_samples, prior_scale=config.prior_scale,
+        dwp_kernel_batch=config.dwp_kernel_batch if task["method"] == "dwp" else None,
     )  # fmt: skip
 
 
@@ -104,6 +106,9 @@ def train_l2_net(
         priors = {
             n: DeepWeightPrior.from_dir(d) for n, d in zip(convs, config.prior_dirs, strict=True)
         }
+        if config.prior_scale == "data":  # the Bayesian DWP net's rule, on the same images
+            gen = torch.Generator().manual_seed(seed + 1)
+            priors = scaled_priors(priors, data_scales(model, priors, train.images, generator=gen))
     init = Init.dwp if task["method"] == "l2-dwp" else Init.xavier
     init_conv_kernels(convs, init, priors=priors, generator=torch.Generator().manual_seed(seed))
     model.to(device)
@@ -153,16 +158,17 @@ def run_one(
 
 def _check_priors_fit(config: ClassificationConfig, tasks: list[dict]) -> None:
     """Build the DWP method's net once (on CPU, from the catalog's image shape) when a method
-    uses the priors (dwp, l2-dwp: the same net and priors), so that priors that do not fit the
-    net fail before any run."""
+    uses the priors (dwp, l2-dwp: the same net and priors; gaussian: its own), so that priors
+    that do not fit the net (or record no kernels to fit a Gaussian to) fail before any run."""
     from dwp.data import DATASETS
     from dwp.train.bnn import build_bnn
 
-    uses = [t for t in tasks if t["method"] in ("dwp", "l2-dwp")]
+    uses = [t for t in tasks if t["method"] in ("dwp", "gaussian", "l2-dwp")]
     if not uses or config.dataset not in DATASETS:
         return  # nothing to check, or the runs name the unknown dataset
     channels, size = DATASETS[config.dataset].shape
-    build_bnn(_bnn_config(config, {**uses[0], "method": "dwp"}), channels, 10, size)
+    for method in sorted({"gaussian" if t["method"] == "gaussian" else "dwp" for t in uses}):
+        build_bnn(_bnn_config(config, {**uses[0], "method": method}), channels, 10, size)
 
 
 def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:

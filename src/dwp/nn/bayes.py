@@ -286,7 +286,7 @@ class _Resolver:
         self._loaded: dict[str, list[nn.Module]] = {}
 
     def named(self, name: str) -> list[nn.Module]:
-        from dwp.priors import DeepWeightPrior, LogUniformPrior, NormalPrior
+        from dwp.priors import LogUniformPrior, NormalPrior, load_kernel_prior
 
         if name not in self._loaded:
             if name == "normal":
@@ -296,7 +296,7 @@ class _Resolver:
             else:
                 from dwp.data.shipped import resolve_prior_set
 
-                self._loaded[name] = [DeepWeightPrior.from_dir(d) for d in resolve_prior_set(name)]
+                self._loaded[name] = [load_kernel_prior(d) for d in resolve_prior_set(name)]
         return self._loaded[name]
 
     def candidates(self, spec, name: str, module: nn.Module) -> list[nn.Module]:
@@ -403,6 +403,8 @@ def bayesianize(
     mode: Mode | str = Mode.sample,
     log_sigma2_init: float = -10.0,
     alpha_logit_init: float = -2.0,
+    scale_to: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> Converted:
     """Replace the chosen ``nn.Conv2d`` (and, with ``linear``, ``nn.Linear``) layers of
     ``model`` by Bayesian ones, in place, each with its prior; returns the new layers by name
@@ -412,10 +414,10 @@ def bayesianize(
         model: any model; its layers are found by ``isinstance``.
         prior: the convs' prior. A name: ``"normal"`` (N(0, 1)), ``"log-uniform"``, a shipped
             prior (``"letters-fconv/conv1"``), a shipped prior set (``"letters-fconv"``: its
-            priors, each on the convs of its kernel size), or a prior directory (or a folder of
-            them). A prior instance (:mod:`dwp.priors`). A list of any of these: each conv takes
-            the first that fits it. A mapping from layer name to any of these. A callable
-            ``(name, layer) -> any of these or None``.
+            priors, each on the convs of its kernel size), or a prior directory (kernel VAE or
+            Gaussian; or a folder of them). A prior instance (:mod:`dwp.priors`). A list of any
+            of these: each conv takes the first that fits it. A mapping from layer name to any
+            of these. A callable ``(name, layer) -> any of these or None``.
         fallback: the prior of chosen convs that ``prior`` has nothing for (a deep weight prior
             fits only its kernel size): same forms; default N(0, 1). ``None`` leaves those convs
             as they are (deterministic).
@@ -430,6 +432,11 @@ def bayesianize(
             change it, see :func:`set_mode`).
         log_sigma2_init: the Gaussian posteriors' initial log-variance (the paper's -10).
         alpha_logit_init: the log-uniform posteriors' initial logit of alpha.
+        scale_to: training images (a batch of the model's inputs): move each learned kernel
+            prior (deep weight, Gaussian) so that its kernels give unit-std pre-activations on
+            them (:func:`dwp.priors.data_scales`, the kernel-scale rule ``dwp bnn train``
+            applies by default; a prior's scale from other nets is arbitrary). None: priors as
+            fitted. ``generator``: the rule's kernel draws.
 
     Every chosen layer gets its own prior state (``prior.for_layer()``): one deep weight prior
     given for several layers shares its frozen VAE between them, never a layer's kernel cache.
@@ -477,6 +484,8 @@ def bayesianize(
             raise DWPError(f"the prior of {name} needs posterior='log-uniform'")
         plan.append((name, module, p, kind))
     _check_used(resolver, prior, used, {n: found[n] for n in chosen})
+    if scale_to is not None:
+        plan = _moved_to(model, plan, scale_to, generator)
     new = Converted()
     for name, module, p, kind in plan:
         layer = _bayes_layer(module, kind, mode, log_sigma2_init, alpha_logit_init)
@@ -486,6 +495,16 @@ def bayesianize(
         _set_submodule(model, name, layer)
         new[name] = layer
     return new
+
+
+def _moved_to(model, plan, images, generator):
+    """``plan`` with each learned kernel prior moved by the kernel-scale rule on ``images``."""
+    from dwp.priors import data_scales
+
+    learned = {name: p for name, _, p, _ in plan if hasattr(p, "scaled")}
+    scales = data_scales(model, learned, images, generator=generator)
+    return [(name, module, p.scaled(scales[name]) if name in scales else p, kind)
+            for name, module, p, kind in plan]  # fmt: skip
 
 
 def _check_used(resolver: _Resolver, spec, used: set, found: dict) -> None:

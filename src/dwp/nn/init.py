@@ -1,7 +1,8 @@
 """Initialisation of conv kernels (ordinary weights or posterior means), as in the paper:
 
 * ``xavier``: Xavier-normal (Glorot & Bengio 2010), the baseline;
-* ``dwp``: samples of a Deep Weight Prior, the decoder means at z ~ N(0, I);
+* ``dwp``: samples of a learned kernel prior: for a Deep Weight Prior the decoder means at
+  z ~ N(0, I), for a Gaussian kernel prior draws of it;
 * ``filters``: kernels drawn at random from a kernel set of the source nets.
 """
 
@@ -47,7 +48,8 @@ def init_conv_kernels(
     Args:
         convs: conv layers by name.
         init: ``xavier``, ``dwp`` or ``filters``.
-        priors: for ``dwp``, a :class:`~dwp.priors.DeepWeightPrior` per layer name.
+        priors: for ``dwp``, a kernel prior with ``sample_kernels`` per layer name
+            (:class:`~dwp.priors.DeepWeightPrior`, :class:`~dwp.priors.GaussianKernelPrior`).
         kernel_sets: for ``filters``, a kernel array (N, 1, k, k) per layer name.
         generator: the random source (CPU generator).
 
@@ -65,10 +67,10 @@ def init_conv_kernels(
         elif init is Init.dwp:
             prior = (priors or {}).get(name)
             if prior is None or not hasattr(prior, "sample_kernels"):
-                raise DWPError(f"--init dwp needs a deep weight prior for {name}")
+                raise DWPError(f"--init dwp needs a learned kernel prior for {name}")
             prior.check_layer(conv, name)
             gen = generator
-            dev = next(prior.parameters()).device
+            dev = next(iter([*prior.parameters(), *prior.buffers()])).device
             if dev.type != "cpu":
                 gen = torch.Generator(dev).manual_seed(
                     int(torch.randint(2**62, (1,), generator=generator))

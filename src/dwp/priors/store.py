@@ -35,6 +35,7 @@ __all__ = [
     "claim_prior_dir",
     "import_reference_prior",
     "kernel_summary",
+    "load_kernel_prior",
     "load_prior",
     "prior_card",
     "rescale_prior",
@@ -75,29 +76,47 @@ def sample_diversity(vae: KernelVAE, n: int = 2048, seed: int = 0) -> dict:
 
 
 def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
-    """The figures ``dwp prior list`` shows for a prior: ``name``, ``kernel_size``, ``z_dim``,
-    ``source`` (the kernels it was fitted to), ``test_elbo`` (nats per kernel, on held-out
-    kernels; the train ELBO if it has none), ``zero_kernel_elbo`` (far above ``test_elbo``: the
-    density peaks at the zero kernel), and the effective rank of 2048 samples beside that of
-    its training kernels (how much of their variety the samples keep)."""
+    """The figures ``dwp prior list`` shows for a prior: ``name``, ``family`` (``vae`` or
+    ``gaussian``), ``kernel_size``, ``z_dim`` (None for a Gaussian), ``source`` (the kernels it
+    was fitted to), ``test_elbo`` (nats per kernel, on held-out kernels, the train figure if it
+    has none; a Gaussian's is its exact log-likelihood), ``zero_kernel_elbo`` (far above
+    ``test_elbo``: the density peaks at the zero kernel), and the effective rank of 2048
+    samples beside that of its training kernels (how much of their variety the samples keep)."""
     from dwp.data.shipped import source_name
+    from dwp.priors.gaussian import GAUSSIAN_FORMAT, GaussianKernelPrior
     from dwp.train.prior import zero_kernel_elbo
 
     path = resolve_prior_dir(name_or_path)
-    vae, meta = load_prior(path)
+    try:
+        meta = json.loads((path / _META).read_text())
+    except (OSError, ValueError):
+        meta = {}
+    gaussian = isinstance(meta, dict) and meta.get("format") == GAUSSIAN_FORMAT
+    if gaussian:
+        prior = GaussianKernelPrior.from_dir(path)
+        k, z_dim, score_key = prior.kernel_size, None, "log_lik_per_kernel"
+        zero = meta.get("zero_kernel_log_lik")
+        drawn = prior.sample_kernels(2048, torch.Generator().manual_seed(seed)).numpy()
+        rank = kernel_diversity(drawn, seed=seed)["effective_rank"]
+    else:
+        vae, meta = load_prior(path)
+        k, z_dim, score_key = vae.kernel_size, vae.z_dim, "elbo_per_kernel"
+        zero = zero_kernel_elbo(vae, samples=10, seed=seed)
+        rank = sample_diversity(vae, seed=seed)["effective_rank"]
     metrics = meta.get("metrics") or {}
     part = metrics.get("test") or metrics.get("train") or {}
     stats = (meta.get("kernel_stats") or {}).get("train") or {}
     rescaled = (meta.get("rescaled") or {}).get("factor")
     return {
         "name": source_name(path),
-        "kernel_size": vae.kernel_size,
-        "z_dim": vae.z_dim,
+        "family": "gaussian" if gaussian else "vae",
+        "kernel_size": k,
+        "z_dim": z_dim,
         "source": (meta.get("training") or {}).get("kernels") or meta.get("imported_from"),
         "rescaled_by": rescaled,
-        "test_elbo": part.get("elbo_per_kernel"),
-        "zero_kernel_elbo": zero_kernel_elbo(vae, samples=10, seed=seed),
-        "rank_samples": sample_diversity(vae, seed=seed)["effective_rank"],
+        "test_elbo": part.get(score_key),
+        "zero_kernel_elbo": zero,
+        "rank_samples": rank,
         "rank_kernels": (stats.get("diversity") or {}).get("effective_rank"),
         "kernels": stats.get("count"),
     }
@@ -185,6 +204,23 @@ def load_prior(
         ) from None
     vae.to(map_location).eval()
     return vae, meta
+
+
+def load_kernel_prior(path: str | Path, map_location: str | torch.device | None = None, **kwargs):
+    """The kernel prior of a prior directory (or shipped name), whatever its family: a
+    :class:`~dwp.priors.DeepWeightPrior` for a kernel VAE (``kwargs`` as its ``from_dir``'s),
+    a :class:`~dwp.priors.GaussianKernelPrior` for a Gaussian prior directory."""
+    from dwp.priors.gaussian import GAUSSIAN_FORMAT, GaussianKernelPrior
+    from dwp.priors.weight import DeepWeightPrior
+
+    resolved = resolve_prior_dir(path)
+    try:
+        fmt = json.loads((resolved / _META).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None  # load_prior says what is wrong
+    if fmt == GAUSSIAN_FORMAT:
+        return GaussianKernelPrior.from_dir(path, map_location=map_location)
+    return DeepWeightPrior.from_dir(path, map_location=map_location, **kwargs)
 
 
 # Reference key -> native key. The reference modules are Sequentials (odd indices are ELUs) and

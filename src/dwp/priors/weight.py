@@ -28,6 +28,8 @@ cache); each returns its KL as a tensor and never calls ``backward`` or ``item``
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -199,6 +201,8 @@ class DeepWeightPrior(WeightPrior):
         self.generator: torch.Generator | None = None  # noise source (None: global RNG)
         # the prior's name or directory (for messages and saved models), set by from_dir
         self.source: str | None = None
+        # the factor c this prior was moved by from its source (scaled): p_c(w) = p(w/c)/c^(k*k)
+        self.scale_factor = 1.0
         self._sha256: str | None = None
         self._loading_prefix = ""
         for p in vae.parameters():
@@ -242,6 +246,21 @@ class DeepWeightPrior(WeightPrior):
         twin = type(self)(self.vae, samples=self.samples, train_encoder=self.train_encoder,
                           kernel_batch=self.kernel_batch)  # fmt: skip
         twin.source, twin._sha256, twin.generator = self.source, self._sha256, self.generator
+        twin.scale_factor = self.scale_factor
+        return twin.to(self.cache_pos.device)
+
+    def scaled(self, factor: float) -> DeepWeightPrior:
+        """The same prior over kernels scaled by ``factor``: ``p_c(w) = p(w / c) / c^(k*k)``,
+        exactly (a copy of the VAE whose ``scale`` is multiplied by c; this one is untouched).
+        Kernel-scale rules (:func:`dwp.priors.data_scales`) move priors with it."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise DWPError(f"the scale factor must be positive and finite, got {factor}")
+        vae = copy.deepcopy(self.vae)
+        vae.config = dataclasses.replace(vae.config, scale=vae.config.scale * factor)
+        twin = type(self)(vae, samples=self.samples, train_encoder=self.train_encoder,
+                          kernel_batch=self.kernel_batch)  # fmt: skip
+        twin.source, twin.generator = self.source, self.generator
+        twin.scale_factor = self.scale_factor * factor
         return twin.to(self.cache_pos.device)
 
     @property
@@ -257,7 +276,8 @@ class DeepWeightPrior(WeightPrior):
         k = self.kernel_size
         name = self.source or "in-memory VAE"
         fast = f", kernel batch {self.kernel_batch}" if self.kernel_batch else ""
-        return f"deep weight prior {name} ({k}x{k}, z {self.vae.z_dim}{fast})"
+        moved = f", scaled x{self.scale_factor:.4g}" if self.scale_factor != 1.0 else ""
+        return f"deep weight prior {name} ({k}x{k}, z {self.vae.z_dim}{moved}{fast})"
 
     def spec(self) -> dict:
         if self.source is None:
@@ -268,7 +288,7 @@ class DeepWeightPrior(WeightPrior):
             )
         return {"type": "dwp", "source": self.source, "sha256": self.sha256,
                 "samples": self.samples, "train_encoder": self.train_encoder,
-                "kernel_batch": self.kernel_batch}  # fmt: skip
+                "kernel_batch": self.kernel_batch, "scale": self.scale_factor}  # fmt: skip
 
     def get_extra_state(self) -> dict:
         return {"source": self.source, "sha256": self.sha256}
@@ -453,6 +473,8 @@ def _build_dwp(spec: dict) -> DeepWeightPrior:
     prior = DeepWeightPrior.from_dir(spec["source"], samples=spec.get("samples", 1),
                                      train_encoder=spec.get("train_encoder", False),
                                      kernel_batch=spec.get("kernel_batch"))  # fmt: skip
+    if spec.get("scale", 1.0) != 1.0:
+        prior = prior.scaled(float(spec["scale"]))
     want = spec.get("sha256")
     if want is not None and want != prior.sha256:
         raise DWPError(

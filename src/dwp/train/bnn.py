@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dwp.config import BNN_FORMAT_VERSION, BNNConfig, Init, PriorKind
+from dwp.config import BNN_FORMAT_VERSION, BNNConfig, Init, PriorKind, PriorScale
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
 from dwp.io import (
@@ -49,10 +49,13 @@ from dwp.nn import (
 )
 from dwp.priors import (
     DeepWeightPrior,
+    GaussianKernelPrior,
     LogUniformPrior,
     NormalPrior,
     check_per_layer,
+    data_scales,
     load_kernel_sets,
+    scaled_priors,
 )
 from dwp.train.fit import _plan, read_result, train_loop
 
@@ -60,6 +63,7 @@ __all__ = [
     "BNN_FORMAT_VERSION",
     "BNNConfig",
     "PriorKind",
+    "bnn_prior_scales",
     "build_bnn",
     "finished_result",
     "load_bnn",
@@ -81,13 +85,35 @@ def build_bnn(
     num_classes: int,
     image_size: int,
     device: torch.device | str = "cpu",
+    scales: dict[str, float] | None = None,
 ) -> nn.Module:
     """The Bayesian net (FConv or CIFARNet variant) of ``config``, initialised
-    (deterministically from ``config.seed``) and with its priors attached, on ``device``."""
+    (deterministically from ``config.seed``) and with its priors attached, on ``device``.
+
+    ``scales``: the factor each learned prior is moved by (:func:`bnn_prior_scales`, which
+    ``train_bnn`` runs on the training images and records); None or a missing layer: 1."""
     device = torch.device(device)
     if config.model is not None:
-        return _build_user_bnn(config, in_channels, num_classes, image_size, device)
+        return _build_user_bnn(config, in_channels, num_classes, image_size, device, scales)
     gen = torch.Generator().manual_seed(config.seed)
+    model, names = _bare_net(config, in_channels, num_classes, image_size, device)
+    kernel_priors = scaled_priors(_kernel_priors(config, names, device), scales or {})
+    if config.prior in (PriorKind.dwp, PriorKind.gaussian):
+        priors = kernel_priors
+    elif config.prior is PriorKind.log_uniform:
+        priors = LogUniformPrior()  # asks for the log-uniform posterior
+    else:
+        priors = NormalPrior(config.normal_std)
+    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init)
+    kernel_sets = None
+    if config.init is Init.filters:
+        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
+    init_conv_kernels(layers, config.init, priors=kernel_priors, kernel_sets=kernel_sets,
+                      generator=gen)  # fmt: skip
+    return model
+
+
+def _bare_net(config, in_channels, num_classes, image_size, device):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         arch = resolve_arch(config.arch, in_channels, image_size)
@@ -98,27 +124,44 @@ def build_bnn(
     names = list(conv_layers(model))
     if config.prior_dirs:
         check_per_layer(config.prior_dirs, names, "prior directories")
-    dwp_priors = {}
-    if config.prior is PriorKind.dwp or config.init is Init.dwp:
-        kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
-              "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
-        dwp_priors = {
-            n: DeepWeightPrior.from_dir(d, **kw)
-            for n, d in zip(names, config.prior_dirs, strict=True)
-        }
-    if config.prior is PriorKind.dwp:
-        priors = dwp_priors
-    elif config.prior is PriorKind.log_uniform:
-        priors = LogUniformPrior()  # asks for the log-uniform posterior
+    return model, names
+
+
+def _kernel_priors(config: BNNConfig, names: list[str], device) -> dict:
+    """The learned prior of each conv layer, as fitted: the run's prior (dwp, gaussian), or
+    for another prior with the dwp init the deep weight priors the init samples."""
+    if not config.uses_kernel_priors:
+        return {}
+    if config.prior is PriorKind.gaussian:
+        return {n: GaussianKernelPrior.from_dir(d, map_location=device)
+                for n, d in zip(names, config.prior_dirs, strict=True)}  # fmt: skip
+    kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
+          "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
+    return {n: DeepWeightPrior.from_dir(d, **kw)
+            for n, d in zip(names, config.prior_dirs, strict=True)}  # fmt: skip
+
+
+def bnn_prior_scales(
+    config: BNNConfig,
+    images: torch.Tensor,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """The factor each learned prior of the run is moved by: for ``prior_scale='data'`` the
+    kernel-scale rule (:func:`dwp.priors.data_scales`) on the training ``images``, with kernels
+    drawn from ``config.seed``; empty (no move) otherwise."""
+    if config.prior_scale is not PriorScale.data or not config.uses_kernel_priors:
+        return {}
+    device = torch.device(device)
+    channels, size = int(images.shape[1]), int(images.shape[-1])
+    if config.model is not None:
+        model = _user_model(config, channels, num_classes, size, device)
+        priors = _user_kernel_priors(config, model, device)
     else:
-        priors = NormalPrior(config.normal_std)
-    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init)
-    kernel_sets = None
-    if config.init is Init.filters:
-        kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
-    init_conv_kernels(layers, config.init, priors=dwp_priors, kernel_sets=kernel_sets,
-                      generator=gen)  # fmt: skip
-    return model
+        model, names = _bare_net(config, channels, num_classes, size, device)
+        priors = _kernel_priors(config, names, device)
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    return data_scales(model, priors, images, generator=gen)
 
 
 def load_factory(spec: str):
@@ -172,24 +215,54 @@ def _call_factory(factory, spec: str, **available) -> nn.Module:
     return model
 
 
-def _build_user_bnn(config, in_channels, num_classes, image_size, device) -> nn.Module:
-    """A user's model (``config.model``), with the priors of ``config`` on its convs: under
-    ``dwp`` the priors of ``prior_dirs`` on the convs of their kernel size and N(0,
-    normal_std^2) on the others."""
+def _user_model(config, in_channels, num_classes, image_size, device) -> nn.Module:
     factory = load_factory(config.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = _call_factory(factory, config.model, in_channels=in_channels,
                               num_classes=num_classes, image_size=image_size)  # fmt: skip
-    model.to(device)
-    fallback = NormalPrior(config.normal_std)
-    if config.prior is PriorKind.dwp:
-        from dwp.data.shipped import resolve_prior_set
+    return model.to(device)
 
+
+def _user_kernel_priors(config, model, device) -> dict:
+    """The learned prior of each conv of a user's model that one fits (the first of
+    ``prior_dirs``' priors with its kernel size)."""
+    if not config.uses_kernel_priors or config.prior not in (PriorKind.dwp, PriorKind.gaussian):
+        return {}
+    from dwp.data.shipped import resolve_prior_set
+
+    if config.prior is PriorKind.gaussian:
+        offered = [GaussianKernelPrior.from_dir(d, map_location=device)
+                   for p in config.prior_dirs for d in resolve_prior_set(p)]  # fmt: skip
+    else:
         kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
               "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
-        spec = [DeepWeightPrior.from_dir(d, **kw) for p in config.prior_dirs
-                for d in resolve_prior_set(p)]  # fmt: skip
+        offered = [DeepWeightPrior.from_dir(d, **kw) for p in config.prior_dirs
+                   for d in resolve_prior_set(p)]  # fmt: skip
+    chosen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            for prior in offered:
+                if tuple(module.weight.shape[-2:]) == (prior.kernel_size,) * 2:
+                    chosen[name] = prior.for_layer()
+                    break
+    return chosen
+
+
+def _build_user_bnn(config, in_channels, num_classes, image_size, device, scales=None):
+    """A user's model (``config.model``), with the priors of ``config`` on its convs: under
+    ``dwp`` / ``gaussian`` the priors of ``prior_dirs`` on the convs of their kernel size
+    (moved by ``scales``) and N(0, normal_std^2) on the others."""
+    model = _user_model(config, in_channels, num_classes, image_size, device)
+    fallback = NormalPrior(config.normal_std)
+    if config.prior in (PriorKind.dwp, PriorKind.gaussian):
+        chosen = scaled_priors(_user_kernel_priors(config, model, device), scales or {})
+        if not chosen:
+            raise DWPError(
+                f"none of the priors {', '.join(config.prior_dirs)} fits a conv of --model "
+                f"{config.model} (no conv of their kernel size)"
+            )
+        spec = lambda name, module: chosen.get(name)  # noqa: E731
     elif config.prior is PriorKind.log_uniform:
         spec = fallback = LogUniformPrior()
     else:
@@ -212,7 +285,8 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
     with restoring(run / _CHECKPOINT, _REMEDY):
         ds = ckpt["data_shape"]
         shape = (int(ds["channels"]), int(ds["classes"]), int(ds["size"]))
-    model = build_bnn(config, *shape, device)
+        scales = {str(k): float(v) for k, v in (ckpt.get("prior_scales") or {}).items()}
+    model = build_bnn(config, *shape, device, scales)
     with restoring(run / _CHECKPOINT, _REMEDY):
         model.load_state_dict(ckpt["model"])
     return model, config
@@ -220,6 +294,8 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
 
 def _stored_config(path: Path) -> BNNConfig:
     stored = read_json(path)
+    if isinstance(stored, dict):
+        stored.setdefault("prior_scale", "none")  # runs from before the kernel-scale rule
     try:
         return BNNConfig(**stored)
     except (TypeError, ValueError) as exc:  # not a BNNConfig's fields
@@ -272,7 +348,8 @@ def _train(config, out, device, data_root, on_epoch, on_eval, on_model=None) -> 
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, config.split_seed) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
-    model = build_bnn(config, channels, ds.num_classes, size, device)
+    scales = bnn_prior_scales(config, train.images, ds.num_classes, device)
+    model = build_bnn(config, channels, ds.num_classes, size, device, scales)
     if on_model is not None:
         on_model(model)
     data_shape = {"channels": channels, "classes": ds.num_classes, "size": size}
@@ -280,7 +357,8 @@ def _train(config, out, device, data_root, on_epoch, on_eval, on_model=None) -> 
         model, train.images, train.labels, (ds.test.images, ds.test.labels), config, out,
         config.to_dict(), on_epoch=on_epoch, on_eval=on_eval,
         checkpoint_extra={"format_version": BNN_FORMAT_VERSION, "data_shape": data_shape,
-                          "config": config.to_dict(), "bayes": _plan(model)},
+                          "config": config.to_dict(), "bayes": _plan(model),
+                          "prior_scales": scales},
         result_extra={"prior": config.prior.value, "init": config.init.value,
-                      "split_seed": config.split_seed},
+                      "split_seed": config.split_seed, "prior_scales": scales},
     )  # fmt: skip
