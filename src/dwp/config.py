@@ -773,9 +773,9 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         description="embedded data: the shipped priors letters-fconv (fitted to the shipped "
         "kernels of 13 paper-protocol source nets on letters rendered from 1331 fonts; "
-        "--refit-priors fits them again, 3-4 more minutes), moved to the reference's kernel scale "
-        "for the Bayesian nets; 5000 MNIST digits as the target, 3 splits at 50 examples, short "
-        "runs; about 13 minutes on 2 CPU cores",
+        "--refit-priors fits them again, 3-4 more minutes), moved to each training set's scale "
+        "(--prior-scale data) for the Bayesian nets; 5000 MNIST digits as the target, 3 splits "
+        "at 50 and 200 examples, short runs; about 15 minutes on 2 CPU cores",
         source_dataset="letters",
         target_dataset="mnist5k",
         kernels="letters-fconv",
@@ -784,12 +784,12 @@ PRESETS: dict[str, Preset] = {
         # against 2 / 4), because the Bayesian kernels drift towards what the VAE reconstructs,
         # so its samples must be as varied as the kernels; min_norm, because many small kernels
         # put the prior's density peak at the zero kernel, where the mode-seeking KL pulls
-        # every kernel.
+        # every kernel. Their scale comes from the data (ClassificationConfig.prior_scale).
         prior_args={
-            "conv1": {"epochs": 300, "median_norm": 1.35, "z_dim": 8, "min_norm": 0.2},
-            "conv2": {"epochs": 10, "median_norm": 0.17, "z_dim": 16, "min_norm": 0.03},
+            "conv1": {"epochs": 300, "z_dim": 8, "min_norm": 0.2},
+            "conv2": {"epochs": 10, "z_dim": 16, "min_norm": 0.03},
         },
-        classification_args={"examples": (50,), "splits": (0, 1, 2), "epochs": 500},
+        classification_args={"examples": (50, 200), "splits": (0, 1, 2), "epochs": 300},
         convergence_args={"seeds": (0, 1, 2), "steps": 200},
         features_args={"scales": (1 / 32, 1 / 16, 1 / 8), "seeds": (0, 1, 2), "epochs": 10},
         vae_convergence_args={"seeds": (0, 1, 2), "steps": 100, "batch_size": 128},

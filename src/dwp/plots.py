@@ -181,13 +181,18 @@ _INIT_STYLE = {"xavier": ("tab:gray", "Xavier"), "dwp": ("tab:red", "DWP samples
 
 def _save_accuracy_figure(
     fig, ax, xlabel: str, title: str, caption: str, out: str | Path,
-    legend_size: int | None = 7, ylabel: str = "test accuracy",
+    legend_size: int | None = 7, ylabel: str = "test accuracy", legend_outside: bool = False,
 ) -> Path:  # fmt: skip
-    """Label a test-metric plot (axes, grid, legend, title, the caption under it) and save it."""
+    """Label a test-metric plot (axes, grid, legend, title, the caption under it) and save it;
+    ``legend_outside``: the legend right of the axes, where it hides no point."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=legend_size)
+    if legend_outside:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=legend_size,
+                  borderaxespad=0.0)  # fmt: skip
+    else:
+        ax.legend(loc="lower right", fontsize=legend_size)
     ax.set_title(title, fontsize=10)
     fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
     fig.tight_layout()
@@ -222,6 +227,7 @@ def convergence_curves(summary: dict, out: str | Path, caption: str,
 
 _METHOD_STYLE = {
     "dwp": ("tab:red", "DWP"),
+    "gaussian": ("tab:blue", "Gaussian kernel prior"),
     "log-uniform": ("tab:green", "log-uniform"),
     "normal": ("tab:gray", "standard normal"),
     "l2-xavier": ("tab:purple", "L2 net, Xavier init"),
@@ -231,30 +237,45 @@ _METHOD_STYLE = {
 
 def accuracy_vs_examples(rows: list[dict], dataset: str, out: str | Path, caption: str) -> Path:
     """Test accuracy against the number of training examples per method (rows of
-    :func:`dwp.experiments.classification.summarise_classification`): mean with ± one standard
-    deviation over splits, and the paper's numbers dashed."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    :func:`dwp.experiments.classification.summarise_classification`), log x axis: one line per
+    method with a band of ± one standard deviation over splits (error bars where it has one
+    size), the paper's numbers as crosses on a dotted line of the same colour; the legend
+    beside the axes."""
+    fig, ax = plt.subplots(figsize=(8.2, 4.4))
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    one_size = len({r["examples"] for r in rows}) == 1
     for i, method in enumerate(methods):
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["examples"])
         color, label = _METHOD_STYLE.get(method, (None, method))
-        shift = 1 + 0.025 * (i - (len(methods) - 1) / 2)  # keep error bars apart
-        n = np.array([r["examples"] for r in rs]) * shift
+        n = np.array([r["examples"] for r in rs], dtype=float)
+        if one_size:  # keep the error bars of equal means apart
+            n = n * (1 + 0.03 * (i - (len(methods) - 1) / 2))
         mean = np.array([r["acc_mean"] for r in rs])
         std = np.array([r["acc_std"] for r in rs])
-        ax.errorbar(n, mean, yerr=std, color=color, marker="o", capsize=3,
-                    label=f"{label} ({rs[0]['runs']} splits)")  # fmt: skip
+        runs = sorted({r["runs"] for r in rs})
+        splits = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+        plural = "" if runs == [1] else "s"
+        (line,) = ax.plot(n, mean, color=color, marker="o", markersize=4,
+                          label=f"{label} ({splits} split{plural})")  # fmt: skip
+        if len(n) > 1:
+            ax.fill_between(n, mean - std, mean + std, color=line.get_color(), alpha=0.15,
+                            linewidth=0)  # fmt: skip
+        else:
+            ax.errorbar(n, mean, yerr=std, color=line.get_color(), capsize=3, linestyle="none")
         paper = [(r["examples"], r["paper"]) for r in rs if r["paper"] is not None]
         if paper:
             px, py = zip(*paper, strict=True)
-            ax.plot(px, py, color=color, linestyle="--", marker="x", alpha=0.7,
-                    label=f"{label}, paper")  # fmt: skip
+            ax.plot(px, py, color=line.get_color(), linestyle=":", marker="x", markersize=6,
+                    alpha=0.8, label=f"{label}, paper")  # fmt: skip
     ax.set_xscale("log")
     sizes = sorted({r["examples"] for r in rows})
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
+    if len(sizes) == 1:  # one size: give the log axis some room around it
+        ax.set_xlim(sizes[0] / 1.6, sizes[0] * 1.6)
     return _save_accuracy_figure(fig, ax, f"training examples ({dataset})",
-                                 "Classification with limited data", caption, out)  # fmt: skip
+                                 "Classification with limited data", caption, out,
+                                 legend_outside=True)  # fmt: skip
 
 
 def features_vs_scale(summary: dict, out: str | Path, caption: str) -> Path:

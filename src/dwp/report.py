@@ -105,6 +105,7 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
     from dwp.priors import load_prior, sample_diversity
 
     rows, figs = [], []
+    data_factors = _data_factors(out)
     layers = sorted(
         (p.name for p in (out / "priors").glob("conv*") if not p.name.endswith("-rescaled")),
         key=lambda name: (len(name), name),
@@ -120,6 +121,7 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
         median = ((stats.get("train") or {}).get("norm_quantiles") or {}).get("0.5")
         moved = out / "priors" / f"{layer}-rescaled" / "prior.json"
         factor = read_json(moved).get("rescaled", {}).get("factor") if moved.is_file() else None
+        by_rule = data_factors.get(layer)
         kernel_rank = ((stats.get("train") or {}).get("diversity") or {}).get("effective_rank")
         sample_rank = sample_diversity(load_prior(d)[0])["effective_rank"]
         rows.append([
@@ -127,7 +129,8 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
             _fmt(median), _fmt((m.get("train") or {}).get("elbo_per_kernel"), 1),
             _fmt((m.get("test") or {}).get("elbo_per_kernel"), 1),
             f"{_fmt(kernel_rank, 1)} / {_fmt(sample_rank, 1)}",
-            "-" if factor is None else f"x {factor:.3g}",
+            f"x {factor:.3g}" if factor is not None else "-" if by_rule is None
+            else f"x {by_rule[0]:.3g}-{by_rule[1]:.3g} (data)",
         ])  # fmt: skip
         written = prior_figures(d, figures / f"prior-{layer}.png")
         for path in written:
@@ -152,11 +155,22 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
             "rank of the kernel shapes (`dwp.kernels.kernel_diversity`; 1: all alike, k*k: "
             "spread evenly) of the training kernels and of 2048 decoder means at z ~ N(0, I): "
             "with the deep weight prior a Bayesian net's kernels stay close to such samples. "
-            "The Bayesian nets use the priors moved to the reference's kernel scale where the "
-            "last column says so (`dwp prior rescale`: the scale of source kernels is a gauge of "
-            "FConv); "
-            "ordinary nets (convergence, random features) start from the priors as fitted.", "",
+            "The Bayesian nets use the priors moved by the factor of the last column: "
+            "`(data)`, the kernel-scale rule (unit-std pre-activations on each split's training "
+            "images; the range over the DWP runs), or a fixed move (`dwp prior rescale`); the "
+            "scale of source kernels is a gauge of FConv. "
+            "Ordinary nets (convergence, random features) start from the priors as fitted.", "",
             *figs]  # fmt: skip
+
+
+def _data_factors(out: Path) -> dict[str, tuple[float, float]]:
+    """Per conv layer, the smallest and largest factor the kernel-scale rule moved the DWP by
+    over the classification runs (their ``result.json``)."""
+    found: dict[str, list[float]] = {}
+    for res in sorted((out / "classification" / "runs").glob("dwp-*/result.json")):
+        for layer, f in (_load(res) or {}).get("prior_scales", {}).items():
+            found.setdefault(layer, []).append(float(f))
+    return {la: (min(v), max(v)) for la, v in found.items()}
 
 
 def _classification_section(out: Path, preset: str) -> list[str]:
@@ -179,15 +193,18 @@ def _classification_section(out: Path, preset: str) -> list[str]:
     by = {(r["method"], r["examples"]): r["acc_mean"] for r in s["rows"]}
     verdicts = []
     for n in sorted({r["examples"] for r in s["rows"]}):
-        if ("dwp", n) in by and ("normal", n) in by:
-            d = by[("dwp", n)] - by[("normal", n)]
-            verdicts.append(f"{n} examples: DWP {'above' if d > 0 else 'below'} standard normal "
-                            f"by {abs(d):.3f}")  # fmt: skip
+        said = []
+        for other, name in (("normal", "standard normal"), ("gaussian", "the Gaussian prior")):
+            if ("dwp", n) in by and (other, n) in by:
+                d = by[("dwp", n)] - by[(other, n)]
+                said.append(f"{'above' if d > 0 else 'below'} {name} by {abs(d):.3f}")
+        if said:
+            verdicts.append(f"{n} examples: DWP {', '.join(said)}")
     lines += ["", *([f"{'; '.join(verdicts)}.", ""] if verdicts else [])]
     lines += ["![accuracy against training examples](classification/accuracy.png)", "",
               f"*{preset} preset, {s['dataset']}, splits {cfg.get('splits')}, {cfg.get('epochs')} "
               "epochs: test accuracy against the number of training examples, mean ± sd over "
-              "splits; dashed: the paper.*", ""]  # fmt: skip
+              "splits; dotted: the paper.*", ""]  # fmt: skip
     return lines
 
 

@@ -43,6 +43,7 @@ from dwp.config import (
     FeaturesConfig,
     Method,
     PriorScale,
+    resolve_arch,
 )
 from dwp.tables import mean_sd
 
@@ -126,7 +127,8 @@ def experiment_classification(
         typer.Option(
             "--prior-dirs",
             help="Prior directories (or shipped names), one per conv layer (for methods dwp, "
-            "gaussian: a Gaussian fitted to their kernels, and l2-dwp).",
+            "gaussian: a Gaussian fitted to their kernels, and l2-dwp; default for FConv "
+            "targets: the shipped letters-fconv/conv1 letters-fconv/conv2).",
             show_default=False,
         ),
     ] = None,
@@ -193,9 +195,15 @@ def experiment_classification(
     """Sweep training-set sizes x split seeds x methods (Bayesian net with each prior, and the
     same net, deterministic, with L2); write results.csv, summary.json and accuracy.png.
     Finished runs are read back; a killed sweep resumes."""
+    from dwp.config import KERNEL_PRIOR_METHODS
+    from dwp.data import DATASETS
     from dwp.device import resolve_device
     from dwp.experiments import run_classification
 
+    learned = set(KERNEL_PRIOR_METHODS) & {str(m) for m in (methods or Method)}
+    shape = DATASETS[dataset].shape if dataset in DATASETS else None
+    if not prior_dirs and learned and resolve_arch(arch.value, *(shape or (1, 28))) == "fconv":
+        prior_dirs = ["letters-fconv/conv1", "letters-fconv/conv2"]  # the shipped priors
     config = ClassificationConfig(
         dataset=dataset, epochs=epochs, hidden=widths(hidden, width_scale), arch=arch.value,
         lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2, prior_scale=prior_scale.value,

@@ -244,7 +244,7 @@ def _run_classification(config, out, device, data_root, on_run, executor):
         caption=f"{describe_net(config.arch, config.hidden, 'target', config.dataset)} on "
         f"{ds_note}; {config.epochs} "
         f"epochs; Bayesian nets: {config.ens_samples}-sample ensemble; mean ± sd over splits; "
-        "dashed: the paper (full MNIST, 10000 epochs)",
+        "crosses: the paper (full MNIST, 10000 epochs)",
     )  # fmt: skip
     if error is not None:
         raise error
