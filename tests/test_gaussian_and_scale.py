@@ -4,6 +4,7 @@ prior's own scale, runs that record and reuse the factors)."""
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,23 @@ def test_bayesianize_moves_learned_priors_to_the_data(gaussian_dirs):
     expected = data_scales(FConv((4, 8)), priors, x, generator=torch.Generator().manual_seed(0))
     for name in ("conv1", "conv2"):
         assert layers[name].prior.scale_factor == pytest.approx(expected[name])
+
+
+def test_subsampled_dwp_estimate_is_unbiased(monkeypatch):
+    torch.manual_seed(0)
+    vae = KernelVAE(default_vae_config(3, z_dim=2, hidden=4))
+    prior = DeepWeightPrior(vae, kernel_batch=4, estimator="subsample")
+    prior.generator = torch.Generator().manual_seed(1)
+    # a deterministic per-kernel value, so the estimator's only randomness is the subset
+    monkeypatch.setattr(prior, "_kernel_elbo", lambda mu, var: -(mu**2).flatten(1).sum(1))
+    layer = _layer_with_posterior(3, 4, 3)  # 12 kernels, 4 per step
+    mu, var, _ = layer.posterior()
+    exact = float(-(mu**2).sum())
+    draws = [float(prior.expected_log_prior(mu, var)) for _ in range(3000)]
+    assert statistics.fmean(draws) == pytest.approx(exact, rel=0.02)
+    assert len(set(round(d, 4) for d in draws)) > 10  # a random subset each step
+    with torch.no_grad():  # evaluation: every kernel, exactly
+        assert float(prior.expected_log_prior(mu, var)) == pytest.approx(exact, rel=1e-5)
+    assert "subsampled" in prior.describe() and prior.for_layer().estimator == "subsample"
+    with pytest.raises(DWPError, match="cache or subsample"):
+        DeepWeightPrior(vae, estimator="other")

@@ -36,6 +36,7 @@ __all__ = [
     "FeaturesConfig",
     "Init",
     "KernelConfig",
+    "KernelEstimator",
     "Method",
     "Preset",
     "PresetName",
@@ -98,6 +99,15 @@ class PriorScale(StrEnum):
     (:func:`dwp.priors.data_scales`)."""
     none = "none"
     """As fitted (the source kernels' scale)."""
+
+
+class KernelEstimator(StrEnum):
+    """What stands in for the kernels a fast-mode DWP step leaves out (``dwp_kernel_batch``)."""
+
+    cache = "cache"
+    """A second-order model of each one's last estimate (the default)."""
+    subsample = "subsample"
+    """Nothing: the fresh kernels' sum times M/B, an unbiased estimate of the exact bound."""
 
 
 class Init(StrEnum):
@@ -403,6 +413,7 @@ class BNNConfig:
     ens_samples: int = 10
     dwp_samples: int = 1
     dwp_kernel_batch: int | None = 256  # None: the paper's exact mode
+    dwp_estimator: str = "cache"  # with a kernel batch: cache (the others' model) or subsample
     # how the learned priors (dwp, gaussian, and the dwp init's) are scaled: data or none
     prior_scale: PriorScale = PriorScale.data
     train_encoder: bool = False
@@ -440,7 +451,15 @@ class BNNConfig:
             _dropped("dwp_kernel_batch", self.dwp_kernel_batch, 256,
                      f"the {self.prior.value} prior has a closed-form KL")  # fmt: skip
             self.dwp_kernel_batch = None  # only the DWP's KL uses it
-        elif self.train_encoder and self.dwp_kernel_batch is not None:
+        if self.prior is not PriorKind.dwp or self.dwp_kernel_batch is None:
+            _dropped("dwp_estimator", self.dwp_estimator, "cache",
+                     "only the DWP's kernel batch has an estimator")  # fmt: skip
+            self.dwp_estimator = "cache"
+        try:
+            self.dwp_estimator = KernelEstimator(self.dwp_estimator).value
+        except ValueError as exc:
+            raise DWPError(str(exc)) from None
+        if self.prior is PriorKind.dwp and self.train_encoder and self.dwp_kernel_batch is not None:
             raise DWPError(
                 "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
                 "the fast mode caches estimates of a frozen encoder"
@@ -511,6 +530,7 @@ class ClassificationConfig:
     lr: float = 1e-3
     prior_dirs: tuple[str, ...] = ()
     dwp_kernel_batch: int | None = 256  # None: the exact mode
+    dwp_estimator: str = "cache"  # BNNConfig.dwp_estimator
     prior_scale: str = "data"  # PriorScale of the learned priors (dwp, gaussian, l2-dwp)
     l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
     ens_samples: int = 10

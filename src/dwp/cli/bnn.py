@@ -21,7 +21,7 @@ from dwp.cli._common import (
     kernel_batch,
     widths,
 )
-from dwp.config import Arch, BNNConfig, Init, PriorKind, PriorScale
+from dwp.config import Arch, BNNConfig, Init, KernelEstimator, PriorKind, PriorScale
 from dwp.errors import DWPError
 
 app = group("Bayesian CNNs on small target sets.")
@@ -94,6 +94,14 @@ def bnn_train(
             show_default=False,
         ),
     ] = None,
+    dwp_estimator: Annotated[
+        KernelEstimator,
+        typer.Option(
+            help="--prior dwp with a kernel batch: what stands in for the kernels left out of a "
+            "step: cache (a second-order model of their last estimate) or subsample (nothing: "
+            "the batch's sum times M/B, unbiased).",
+        ),
+    ] = KernelEstimator(D.dwp_estimator),
     exact: Annotated[
         bool,
         typer.Option(
@@ -157,7 +165,7 @@ def bnn_train(
         dwp_samples=dwp_samples, train_encoder=train_encoder, log_sigma2_init=log_sigma2_init,
         dwp_kernel_batch=kernel_batch(dwp, dwp_kernel_batch, exact, D.dwp_kernel_batch),
         normal_std=D.normal_std if normal_std is None else normal_std, model=model,
-        prior_scale=prior_scale,
+        prior_scale=prior_scale, dwp_estimator=dwp_estimator.value,
     )  # fmt: skip
     dev = resolve_device(device)
     if finished_result(out, config) is not None:  # after the config check: same run

@@ -73,6 +73,7 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
         epochs=config.epochs, lr=config.lr, eval_every=config.epochs,
         ens_samples=config.ens_samples, prior_scale=config.prior_scale,
         dwp_kernel_batch=config.dwp_kernel_batch if task["method"] == "dwp" else None,
+        dwp_estimator=config.dwp_estimator if task["method"] == "dwp" else "cache",
     )  # fmt: skip
 
 

@@ -22,6 +22,11 @@
   direction that a plain stale gradient would overshoot. Every kernel is at most
   ``ceil(M/B) - 1`` steps old, and the VAE's cost falls by M/B.
 
+  With ``estimator="subsample"`` the B kernels are drawn afresh each step and their sum is
+  scaled by M/B: an unbiased estimate of the exact bound (and of its gradient) at the same cost,
+  with no memory of the other kernels, each of which feels the prior in a B/M share of the steps
+  (M/B times as hard).
+
 Priors are modules: ``.to(device)`` moves them, ``state_dict`` saves them (with the fast mode's
 cache); each returns its KL as a tensor and never calls ``backward`` or ``item``.
 """
@@ -177,13 +182,18 @@ class DeepWeightPrior(WeightPrior):
             of their last estimate; see the module docstring); None: all of them, the paper's
             exact mode.
             Needs a frozen encoder, and one prior per layer (the cache belongs to one layer).
+        estimator: what stands in for the kernels left out of a step with ``kernel_batch``:
+            ``cache`` (their second-order model; the default) or ``subsample`` (none: the B
+            fresh kernels' sum times M/B, unbiased). See the module docstring.
     """
 
     def __init__(
         self, vae: nn.Module, samples: int = 1, train_encoder: bool = False,
-        kernel_batch: int | None = None,
+        kernel_batch: int | None = None, estimator: str = "cache",
     ):  # fmt: skip
         super().__init__()
+        if estimator not in ("cache", "subsample"):
+            raise DWPError(f"estimator must be cache or subsample, got {estimator!r}")
         if samples < 1:
             raise DWPError(f"samples must be >= 1, got {samples}")
         if kernel_batch is not None and kernel_batch < 1:
@@ -194,6 +204,7 @@ class DeepWeightPrior(WeightPrior):
         self.samples = int(samples)
         self.train_encoder = bool(train_encoder)
         self.kernel_batch = None if kernel_batch is None else int(kernel_batch)
+        self.estimator = estimator
         # The kernel-batch cache (empty until the first call; saved with the state_dict).
         for name in _CACHE:
             self.register_buffer(name, torch.zeros(0), persistent=True)
@@ -217,13 +228,15 @@ class DeepWeightPrior(WeightPrior):
     def from_dir(
         cls, path: str | Path, samples: int = 1, train_encoder: bool = False,
         map_location: str | torch.device | None = None, kernel_batch: int | None = None,
+        estimator: str = "cache",
     ) -> DeepWeightPrior:  # fmt: skip
         """Load the prior of a prior directory (``dwp prior train`` or ``dwp prior import``)."""
         from dwp.data.shipped import resolve_prior_dir, source_name
         from dwp.priors.store import load_prior
 
         vae, _ = load_prior(path, map_location=map_location)
-        prior = cls(vae, samples=samples, train_encoder=train_encoder, kernel_batch=kernel_batch)
+        prior = cls(vae, samples=samples, train_encoder=train_encoder, kernel_batch=kernel_batch,
+                    estimator=estimator)  # fmt: skip
         prior.source = source_name(resolve_prior_dir(path))
         return prior
 
@@ -244,7 +257,7 @@ class DeepWeightPrior(WeightPrior):
         """A prior for one more layer: the same (frozen) VAE, settings and source, its own
         kernel-batch cache."""
         twin = type(self)(self.vae, samples=self.samples, train_encoder=self.train_encoder,
-                          kernel_batch=self.kernel_batch)  # fmt: skip
+                          kernel_batch=self.kernel_batch, estimator=self.estimator)  # fmt: skip
         twin.source, twin._sha256, twin.generator = self.source, self._sha256, self.generator
         twin.scale_factor = self.scale_factor
         return twin.to(self.cache_pos.device)
@@ -258,7 +271,7 @@ class DeepWeightPrior(WeightPrior):
         vae = copy.deepcopy(self.vae)
         vae.config = dataclasses.replace(vae.config, scale=vae.config.scale * factor)
         twin = type(self)(vae, samples=self.samples, train_encoder=self.train_encoder,
-                          kernel_batch=self.kernel_batch)  # fmt: skip
+                          kernel_batch=self.kernel_batch, estimator=self.estimator)  # fmt: skip
         twin.source, twin.generator = self.source, self.generator
         twin.scale_factor = self.scale_factor * factor
         return twin.to(self.cache_pos.device)
@@ -276,6 +289,7 @@ class DeepWeightPrior(WeightPrior):
         k = self.kernel_size
         name = self.source or "in-memory VAE"
         fast = f", kernel batch {self.kernel_batch}" if self.kernel_batch else ""
+        fast += ", subsampled" if self.kernel_batch and self.estimator == "subsample" else ""
         moved = f", scaled x{self.scale_factor:.4g}" if self.scale_factor != 1.0 else ""
         return f"deep weight prior {name} ({k}x{k}, z {self.vae.z_dim}{moved}{fast})"
 
@@ -288,7 +302,8 @@ class DeepWeightPrior(WeightPrior):
             )
         return {"type": "dwp", "source": self.source, "sha256": self.sha256,
                 "samples": self.samples, "train_encoder": self.train_encoder,
-                "kernel_batch": self.kernel_batch, "scale": self.scale_factor}  # fmt: skip
+                "kernel_batch": self.kernel_batch, "scale": self.scale_factor,
+                "estimator": self.estimator}  # fmt: skip
 
     def get_extra_state(self) -> dict:
         return {"source": self.source, "sha256": self.sha256}
@@ -325,6 +340,10 @@ class DeepWeightPrior(WeightPrior):
         batch = self.kernel_batch
         if batch is None or batch >= len(mu_k) or not torch.is_grad_enabled():
             return self._kernel_elbo(mu_k, var_k).sum()
+        if self.estimator == "subsample":
+            m = len(mu_k)
+            idx = torch.randperm(m, generator=self.generator, device=mu_k.device)[:batch]
+            return self._kernel_elbo(mu_k[idx], var_k[idx]).sum() * (m / batch)
         return self._cached_elbo(mu_k, var_k, batch)
 
     def _kernel_elbo(
@@ -420,7 +439,8 @@ class DeepWeightPrior(WeightPrior):
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, samples={self.samples}, " \
-               f"train_encoder={self.train_encoder}, kernel_batch={self.kernel_batch}"  # fmt: skip
+               f"train_encoder={self.train_encoder}, kernel_batch={self.kernel_batch}, " \
+               f"estimator={self.estimator}"  # fmt: skip
 
 
 def _decoder_hash(vae: nn.Module) -> str:
@@ -472,7 +492,8 @@ def register_prior(type_name: str, build) -> None:
 def _build_dwp(spec: dict) -> DeepWeightPrior:
     prior = DeepWeightPrior.from_dir(spec["source"], samples=spec.get("samples", 1),
                                      train_encoder=spec.get("train_encoder", False),
-                                     kernel_batch=spec.get("kernel_batch"))  # fmt: skip
+                                     kernel_batch=spec.get("kernel_batch"),
+                                     estimator=spec.get("estimator", "cache"))  # fmt: skip
     if spec.get("scale", 1.0) != 1.0:
         prior = prior.scaled(float(spec["scale"]))
     want = spec.get("sha256")

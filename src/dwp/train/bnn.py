@@ -136,7 +136,8 @@ def _kernel_priors(config: BNNConfig, names: list[str], device) -> dict:
         return {n: GaussianKernelPrior.from_dir(d, map_location=device)
                 for n, d in zip(names, config.prior_dirs, strict=True)}  # fmt: skip
     kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
-          "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
+          "map_location": device, "kernel_batch": config.dwp_kernel_batch,
+          "estimator": config.dwp_estimator}  # fmt: skip
     return {n: DeepWeightPrior.from_dir(d, **kw)
             for n, d in zip(names, config.prior_dirs, strict=True)}  # fmt: skip
 
@@ -236,7 +237,8 @@ def _user_kernel_priors(config, model, device) -> dict:
                    for p in config.prior_dirs for d in resolve_prior_set(p)]  # fmt: skip
     else:
         kw = {"samples": config.dwp_samples, "train_encoder": config.train_encoder,
-              "map_location": device, "kernel_batch": config.dwp_kernel_batch}  # fmt: skip
+              "map_location": device, "kernel_batch": config.dwp_kernel_batch,
+          "estimator": config.dwp_estimator}  # fmt: skip
         offered = [DeepWeightPrior.from_dir(d, **kw) for p in config.prior_dirs
                    for d in resolve_prior_set(p)]  # fmt: skip
     chosen = {}
