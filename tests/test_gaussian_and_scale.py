@@ -285,3 +285,19 @@ def test_subsampled_dwp_estimate_is_unbiased(monkeypatch):
     assert "subsampled" in prior.describe() and prior.for_layer().estimator == "subsample"
     with pytest.raises(DWPError, match="cache or subsample"):
         DeepWeightPrior(vae, estimator="other")
+
+
+def test_weight_mode_is_a_conv_with_one_weight_draw():
+    from dwp.nn.bayes import Mode
+
+    layer = _layer_with_posterior(5, 3, 3)
+    layer.mode = Mode.weight
+    x = torch.rand(4, 3, 8, 8)
+    layer.generator = torch.Generator().manual_seed(0)
+    out = layer(x)
+    w = layer.sample_weight(torch.Generator().manual_seed(0))
+    conv = nn.Conv2d(3, 5, 3)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        conv.bias.copy_(layer.bias)
+    torch.testing.assert_close(out, conv(x))

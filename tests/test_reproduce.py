@@ -39,8 +39,12 @@ def test_experiment_classification(tiny_priors, tmp_path, capsys):
     assert printed.startswith("| examples | method | accuracy | NLL | splits | paper |")
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 2 * 5  # sizes x splits x methods
-    assert {r["method"] for r in rows} == {"dwp", "log-uniform", "normal", "l2-xavier", "l2-dwp"}
+    assert len(rows) == 2 * 2 * 6  # sizes x splits x methods
+    assert {r["method"] for r in rows} == {"dwp", "gaussian", "log-uniform", "normal",
+                                           "l2-xavier", "l2-dwp"}  # fmt: skip
+    # the learned priors' runs record the factors the kernel-scale rule moved them by
+    scaled = json.loads((out / "runs" / "gaussian-n10-s0" / "result.json").read_text())
+    assert set(scaled["prior_scales"]) == {"conv1", "conv2"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "mnist"
     for s in summary["rows"]:
@@ -67,7 +71,7 @@ def test_experiment_classification(tiny_priors, tmp_path, capsys):
     )  # as the CLI's default: 1 thread per run
     again = json.loads(lost.read_text())
     assert again["acc"] == first["acc"] and again["nll"] == first["nll"]
-    assert len(done) == 20 and done[-1]["index"] == done[-1]["total"] == 20
+    assert len(done) == 24 and done[-1]["index"] == done[-1]["total"] == 24
     # another config in the same directory is refused
     assert main(_classification_args(tiny_priors, out, "--l2", "0.5")) == 2
     assert "another config (l2" in capsys.readouterr().err

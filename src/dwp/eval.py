@@ -44,13 +44,16 @@ def predict_proba(
     images: torch.Tensor,
     samples: int = 10,
     batch_size: int = 1000,
-    mode: Mode | str = Mode.sample,
+    mode: Mode | str = Mode.weight,
 ) -> torch.Tensor:
     """Predictive probabilities per MC sample, shape (samples, N, classes).
 
-    In ``sample`` mode every sample is a fresh forward pass with new noise (each Bayesian layer
-    draws from its ``generator``); in ``mean`` mode one deterministic pass is returned (samples
-    1). Inputs are moved to the model's device batch by batch; the result is on the CPU.
+    In ``weight`` mode every sample is a forward pass with a fresh draw of the weights (per
+    batch of ``batch_size``: a network drawn from the posterior); in ``sample`` mode with fresh
+    local-reparameterization noise (each Bayesian layer draws from its ``generator``; the
+    same predictive distribution per example, twice the cost); in ``mean`` mode one
+    deterministic pass is returned (samples 1). Inputs are moved to the model's device batch
+    by batch; the result is on the CPU.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -100,10 +103,11 @@ def evaluate_bnn(
     """The figures of a Bayesian classifier on a test set:
 
     ``ens_acc``, ``nll``, ``ece``: of the ``samples``-sample ensemble (the average of the
-    predictive probabilities); ``sample_acc``: of one sample (the ensemble's first);
+    predictive probabilities of ``samples`` weight draws, one per batch of ``batch_size``);
+    ``sample_acc``: of one sample (the ensemble's first);
     ``det_acc``, ``det_nll``: of the deterministic net (posterior means).
     """
-    per_sample = predict_proba(model, images, samples, batch_size, Mode.sample)
+    per_sample = predict_proba(model, images, samples, batch_size, Mode.weight)
     ens = classification_metrics(per_sample.mean(0), labels)
     one = classification_metrics(per_sample[0], labels)
     det = classification_metrics(predict_proba(model, images, 1, batch_size, Mode.mean)[0], labels)
@@ -141,15 +145,16 @@ def predict(
     samples: int = 10,
     *,
     labels: torch.Tensor | None = None,
-    mode: Mode | str = Mode.sample,
+    mode: Mode | str = Mode.weight,
     seed: int | None = None,
     batch_size: int = 1000,
 ) -> Prediction:
     """The MC ensemble of a (Bayesian) model on ``data``: images (N, C, H, W), an
     :class:`~dwp.data.ImageSet` or a pair ``(images, labels)`` (whose labels give the metrics).
 
-    ``samples`` forward passes with fresh noise (mode ``sample``; one pass of the posterior
-    means in mode ``mean``), averaged into predictive probabilities; ``seed`` pins the noise
+    ``samples`` forward passes, each with a fresh draw of the weights (mode ``weight``; fresh
+    local-reparameterization noise in mode ``sample``; one pass of the posterior means in mode
+    ``mean``), averaged into predictive probabilities; ``seed`` pins the noise
     (the layers' generators are restored after). Evaluated in ``model.eval()`` (which leaves
     Bayesian layers sampling; see :func:`dwp.nn.set_mode`) and on the model's device.
     """

@@ -66,6 +66,10 @@ class Mode(StrEnum):
     """Sample the pre-activations from q (local reparameterization)."""
     mean = "mean"
     """Use the posterior means: the deterministic network."""
+    weight = "weight"
+    """One draw of the weights per forward pass, shared by the whole batch: a network drawn
+    from q, at the cost of the deterministic one (one conv per layer against local
+    reparameterization's two). The ensembles of ``evaluate_bnn`` and ``predict`` use it."""
 
 
 class Posterior(StrEnum):
@@ -100,6 +104,8 @@ class BayesLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode is Mode.mean:
             return self._mean_forward(x)
+        if self.mode is Mode.weight:
+            return self._weight_forward(x, self.sample_weight(self.generator))
         _, var, _ = self.posterior()
         mean = self._mean_forward(x)
         std = (self._var_forward(x * x, var) + _STD_FLOOR).sqrt()
@@ -183,6 +189,9 @@ class _ConvMixin:
     def _var_forward(self, x_sq: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x_sq, var, None)
 
+    def _weight_forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, weight, self.bias)
+
 
 class _LinearMixin:
     def _mean_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +199,9 @@ class _LinearMixin:
 
     def _var_forward(self, x_sq: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         return F.linear(x_sq, var)
+
+    def _weight_forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, self.bias)
 
 
 class BayesConv2d(_ConvMixin, _GaussianMixin, nn.Conv2d):
