@@ -3,7 +3,8 @@
 A learned prior on your own CNN in a few lines::
 
     import dwp
-    dwp.bayesianize(model, "letters-fconv")   # shipped 7x7 / 5x5 priors, N(0, 1) elsewhere
+    dwp.bayesianize(model, "letters-fconv", scale_to=train.images)  # shipped 7x7 / 5x5 priors
+                                               # moved to your data's scale; N(0, 1) elsewhere
     dwp.fit(model, train, test=test, epochs=100)
     pred = dwp.predict(model, test)            # the MC ensemble: pred.probs, pred.metrics
 
@@ -15,7 +16,8 @@ Module map (docs/contributing.md has the whole table):
 - ``dwp.nn``: networks (FConv, CIFARNet), Bayesian layers, ``bayesianize``, kernel inits,
   saving Bayesian models.
 - ``dwp.kernels``: kernel datasets from source nets or any model.
-- ``dwp.priors``: weight priors (normal, log-uniform, the DWP), kernel VAEs, prior directories.
+- ``dwp.priors``: weight priors (normal, log-uniform, the DWP, the Gaussian kernel prior), kernel
+  VAEs, prior directories, the data-driven kernel scale.
 - ``dwp.train``: the training loops (source nets, priors, Bayesian CNNs; ``fit`` for any model).
 - ``dwp.eval``: ensemble prediction and metrics.
 - ``dwp.experiments``, ``dwp.reproduce``, ``dwp.report``: the paper's experiments and report.
@@ -27,6 +29,7 @@ __all__ = [
     "DWPError",
     "DeepWeightPrior",
     "FitConfig",
+    "GaussianKernelPrior",
     "LogUniformPrior",
     "NormalPrior",
     "Prediction",
@@ -46,6 +49,7 @@ __all__ = [
 _EXPORTS = {
     "DWPError": "dwp.errors",
     "DeepWeightPrior": "dwp.priors",
+    "GaussianKernelPrior": "dwp.priors",
     "LogUniformPrior": "dwp.priors",
     "NormalPrior": "dwp.priors",
     "FitConfig": "dwp.train.fit",

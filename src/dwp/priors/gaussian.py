@@ -104,7 +104,7 @@ class GaussianKernelPrior(WeightPrior):
 
     @classmethod
     def from_dir(
-        cls, path: str | Path, map_location: str | torch.device | None = None, **_
+        cls, path: str | Path, map_location: str | torch.device | None = None
     ) -> GaussianKernelPrior:
         """The prior of a Gaussian prior directory; or, for a kernel VAE's directory, the
         Gaussian fitted to the training kernels that VAE was fitted to (scaled like it)."""
