@@ -246,6 +246,41 @@ def _nan_kernels(tmp, base) -> list[str]:
     return _eval(base["priors"][0], tmp / "k.npy")
 
 
+def _gaussian(tmp, base, layer="conv2") -> Path:
+    from dwp.priors import fit_gaussian_prior
+
+    fit_gaussian_prior(base["kernels"] / layer, tmp / f"g-{layer}")
+    return tmp / f"g-{layer}"
+
+
+def _gaussian_wrong_size(tmp, base) -> list[str]:
+    g5 = _gaussian(tmp, base)
+    return _bnn(tmp / "r", base["data"], "--prior", "gaussian", "--init", "dwp",
+                "--prior-dirs", str(g5), str(g5))  # fmt: skip
+
+
+def _gaussian_garbage(tmp, base) -> list[str]:
+    g5 = _gaussian(tmp, base)
+    (g5 / "weights.pt").write_bytes(GARBAGE)
+    return _bnn(tmp / "r", base["data"], "--prior", "gaussian", "--init", "dwp",
+                "--prior-dirs", base["priors"][0], str(g5))  # fmt: skip
+
+
+def _gaussian_of_imported(tmp, base) -> list[str]:
+    assert main(["prior", "import", str(_reference(tmp)), "--out", str(tmp / "imp")]) == 0
+    return _bnn(tmp / "r", base["data"], "--prior", "gaussian", "--init", "dwp",
+                "--prior-dirs", str(tmp / "imp"), base["priors"][1])  # fmt: skip
+
+
+def _gaussian_nan_kernels(tmp, base) -> list[str]:
+    k = np.load(base["kernels"] / "conv1" / "train.npy")
+    k[0, 0, 0, 0] = np.nan
+    (tmp / "k").mkdir()
+    np.save(tmp / "k" / "train.npy", k)
+    return ["prior", "train", "--family", "gaussian", "--kernels", str(tmp / "k"), "--out",
+            str(tmp / "g")]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- the table
 @dataclass(frozen=True)
 class Case:
@@ -382,6 +417,10 @@ CASES = [
     Case("run-config-corrupt", lambda t, b: _corrupt_config(t, b), "config.json: unreadable JSON"),
     # --- kernels and priors
     Case("kernels-nan", _nan_kernels, "1 kernels contain NaN or inf"),
+    Case("gaussian-kernels-nan", _gaussian_nan_kernels, "1 kernels contain NaN or inf"),
+    Case("gaussian-wrong-size", _gaussian_wrong_size, "is for 5x5 kernels, but conv1 has 7x7"),
+    Case("gaussian-weights-garbage", _gaussian_garbage, "weights.pt: not a readable Gaussian"),
+    Case("gaussian-of-imported-prior", _gaussian_of_imported, "records no training kernels"),
     Case(
         "kernels-not-npy",
         lambda t, b: _eval(b["priors"][0], _write(t / "k.npy", GARBAGE)),
