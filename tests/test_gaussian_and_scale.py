@@ -301,3 +301,25 @@ def test_weight_mode_is_a_conv_with_one_weight_draw():
         conv.weight.copy_(w)
         conv.bias.copy_(layer.bias)
     torch.testing.assert_close(out, conv(x))
+
+
+def test_cli_fits_lists_and_trains_under_a_gaussian_prior(tiny_priors, tmp_path, capsys):
+    from dwp.cli import main
+
+    kernels = tiny_priors["root"] / "kernels"
+    for layer in ("conv1", "conv2"):
+        assert main(["prior", "train", "--family", "gaussian", "--kernels", str(kernels / layer),
+                     "--out", str(tmp_path / layer)]) == 0  # fmt: skip
+    assert "Gaussian prior 7x7" in capsys.readouterr().out
+    assert main(["prior", "list", str(tmp_path / "conv1")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "conv1" in line
+               and str(tmp_path) in line)  # fmt: skip
+    assert "| Gaussian |" in row
+    make_idx_set(tmp_path / "data", n_train=40, n_test=20)
+    argv = ["bnn", "train", "--prior", "gaussian", "--init", "dwp", "--prior-dirs",
+            str(tmp_path / "conv1"), str(tmp_path / "conv2"), "--dataset", "mnist", "--data-root",
+            str(tmp_path / "data"), "--examples", "10", "--hidden", "4", "8", "--epochs", "2",
+            "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Gaussian kernel prior" in out and "scaled x" in out
