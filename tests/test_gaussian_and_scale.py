@@ -323,3 +323,17 @@ def test_cli_fits_lists_and_trains_under_a_gaussian_prior(tiny_priors, tmp_path,
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "Gaussian kernel prior" in out and "scaled x" in out
+
+
+def test_a_run_from_before_the_scale_rule_is_read_back(tmp_path):
+    from dwp.train.bnn import BNNConfig, train_bnn
+
+    make_idx_set(tmp_path / "data", n_train=40, n_test=20)
+    cfg = BNNConfig(dataset="mnist", examples=10, prior="normal", hidden=(4, 8), epochs=2)
+    first = train_bnn(cfg, tmp_path / "run", data_root=tmp_path / "data")
+    path = tmp_path / "run" / "config.json"
+    old = json.loads(path.read_text())
+    for key in ("prior_scale", "dwp_estimator"):  # what a config of an earlier release lacks
+        del old[key]
+    path.write_text(json.dumps(old))
+    assert train_bnn(cfg, tmp_path / "run", data_root=tmp_path / "data") == first

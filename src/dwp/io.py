@@ -386,9 +386,12 @@ def first_difference(a: dict, b: dict) -> str | None:
     return diff[0] if diff else None
 
 
-def check_same_config(directory: str | Path, want: dict, what: str = "a run") -> None:
+def check_same_config(
+    directory: str | Path, want: dict, what: str = "a run", legacy: dict | None = None
+) -> None:
     """Refuse a directory whose ``config.json`` differs from ``want`` (nothing to check if it
-    has none), naming the first key that differs."""
+    has none), naming the first key that differs. ``legacy``: the value a key that a config
+    written before it existed stands for (what those runs did)."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         return
@@ -396,6 +399,7 @@ def check_same_config(directory: str | Path, want: dict, what: str = "a run") ->
                        "the directory to start over")  # fmt: skip
     if not isinstance(stored, dict):
         raise CorruptFileError(path, "not a config (a JSON object); use another --out")
+    stored = {**(legacy or {}), **stored}
     k = first_difference(stored, want)
     if k is not None:
         raise DWPError(

@@ -297,7 +297,7 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
 def _stored_config(path: Path) -> BNNConfig:
     stored = read_json(path)
     if isinstance(stored, dict):
-        stored.setdefault("prior_scale", "none")  # runs from before the kernel-scale rule
+        stored = {**LEGACY_CONFIG, **stored}
     try:
         return BNNConfig(**stored)
     except (TypeError, ValueError) as exc:  # not a BNNConfig's fields
@@ -305,13 +305,15 @@ def _stored_config(path: Path) -> BNNConfig:
 
 
 _REMEDY = "delete it to start the run over"
+#: What a run config written before a key existed did: no kernel-scale rule, the cache.
+LEGACY_CONFIG = {"prior_scale": "none", "dwp_estimator": "cache"}
 
 
 def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
     """The result of the finished run ``out`` (None if it has not finished); an error if the
     directory holds a run of another config, finished or not."""
     out = Path(out)
-    check_same_config(out, config.to_dict())
+    check_same_config(out, config.to_dict(), legacy=LEGACY_CONFIG)
     return read_result(out)
 
 
