@@ -8,9 +8,10 @@ and seconds per 10-sample ensemble evaluation on the mnist5k test part (1000 ima
 (split 0, DWP init) written to DIR (which must not hold a finished run), its wall time and the
 ensemble accuracy it ends at.
 
-The DWP rows: the exact mode (every kernel through the VAE each step) and the kernel cache
-(``--dwp-kernel-batch B``: B kernels per layer each step, the others reuse their last value and
-gradient).
+The DWP rows: the exact mode (every kernel through the VAE each step), the kernel cache
+(``--dwp-kernel-batch B``: B kernels per layer each step, the others follow a second-order model
+of their last value) and the subsampled estimate (``--dwp-estimator subsample``: B fresh kernels,
+times M/B).
 
 Every row is measured in the same run (median over the steps after two warm-up steps).
 """
@@ -61,13 +62,16 @@ def main() -> None:
     print("| prior | ms / step |")
     print("|---|---|")
     model = None
-    rows = [("normal", None), ("log-uniform", None), ("dwp", None)]
-    rows += [("dwp", b) for b in args.kernel_batches]
-    for prior, batch in rows:
-        cfg = BNNConfig(prior=prior, prior_dirs=tuple(args.prior_dirs), dwp_kernel_batch=batch)
+    rows = [("normal", None, "cache"), ("log-uniform", None, "cache"), ("dwp", None, "cache")]
+    rows += [("dwp", b, "cache") for b in args.kernel_batches]
+    rows += [("dwp", b, "subsample") for b in args.kernel_batches]
+    for prior, batch, estimator in rows:
+        cfg = BNNConfig(prior=prior, prior_dirs=tuple(args.prior_dirs), dwp_kernel_batch=batch,
+                        dwp_estimator=estimator if batch else "cache")  # fmt: skip
         model = build_bnn(cfg, 1, 10, 28)
         set_noise_generator(model, torch.Generator().manual_seed(0))
         name = prior if prior != "dwp" else f"dwp, kernel batch {batch or 'all (exact)'}"
+        name += f", {estimator}" if batch else ""
         print(f"| {name} | {step_ms(model, train.images, train.labels, args.steps):.0f} |")
     t = time.perf_counter()
     evaluate_bnn(model, ds.test.images, ds.test.labels, samples=10)
