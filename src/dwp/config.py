@@ -445,8 +445,8 @@ class BNNConfig:
             self.prior_scale = PriorScale(self.prior_scale)
         except ValueError as exc:
             raise DWPError(str(exc)) from None
-        if not self.uses_kernel_priors:
-            self.prior_scale = PriorScale.none  # nothing learned to scale
+        if not self.uses_kernel_priors:  # recorded as what it does: no learned prior to move
+            self.prior_scale = PriorScale.none
         if self.prior is not PriorKind.dwp:
             _dropped("dwp_kernel_batch", self.dwp_kernel_batch, 256,
                      f"the {self.prior.value} prior has a closed-form KL")  # fmt: skip
