@@ -9,7 +9,7 @@
 #
 # Environment: JOBS (default: the number of cores), DWP (default: dwp), PRIORS (default:
 # "normal log-uniform dwp"), EPOCHS (default: the library's 1000; EVERY: evaluate every EVERY
-# epochs, default 100).
+# epochs, default 100); COMMON: options for every run (e.g. "--sampling weight").
 set -euo pipefail
 out=$1 p7=$2 p5=$3 examples=${4:-50} splits=${5:-"0 1 2"} extra=${6:-}
 jobs=${JOBS:-$(nproc)}
@@ -20,7 +20,7 @@ mkdir -p "$out"
 for s in $splits; do
   for p in $priors; do
     if [ "$p" = dwp ] || [ "$p" = gaussian ]; then init="--init dwp --prior-dirs $p7 $p5 $extra"; else init="--init xavier"; fi
-    echo "$dwp bnn train --prior $p $init --examples $examples --split-seed $s $length --out $out/$p-e$examples-s$s"
+    echo "$dwp bnn train --prior $p $init ${COMMON:-} --examples $examples --split-seed $s $length --out $out/$p-e$examples-s$s"
   done
 done | OMP_NUM_THREADS=1 xargs -P "$jobs" -I{} sh -c '{} >/dev/null 2>&1 || echo "failed: {}" >&2'
 "$dwp" bnn summary "$out" --json "$out/summary.json"

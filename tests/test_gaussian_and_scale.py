@@ -337,3 +337,18 @@ def test_a_run_from_before_the_scale_rule_is_read_back(tmp_path):
         del old[key]
     path.write_text(json.dumps(old))
     assert train_bnn(cfg, tmp_path / "run", data_root=tmp_path / "data") == first
+
+
+def test_weight_sampling_trains_with_one_draw_per_batch(tmp_path):
+    from dwp.nn.bayes import Mode
+    from dwp.train.bnn import BNNConfig, load_bnn, train_bnn
+
+    make_idx_set(tmp_path / "data", n_train=40, n_test=20)
+    cfg = BNNConfig(dataset="mnist", examples=10, prior="normal", hidden=(4, 8), epochs=2,
+                    sampling="weight")  # fmt: skip
+    res = train_bnn(cfg, tmp_path / "run", data_root=tmp_path / "data")
+    assert 0.0 <= res["ens_acc"] <= 1.0
+    model, _ = load_bnn(tmp_path / "run")
+    assert model.conv1.mode is Mode.weight and model.conv2.mode is Mode.weight
+    with pytest.raises(DWPError, match="'other' is not a valid Sampling"):
+        BNNConfig(sampling="other")

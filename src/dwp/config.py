@@ -43,6 +43,7 @@ __all__ = [
     "PriorKind",
     "PriorScale",
     "PriorTrainConfig",
+    "Sampling",
     "SourceConfig",
     "check_init_sources",
     "cifarnet_hidden",
@@ -108,6 +109,15 @@ class KernelEstimator(StrEnum):
     """A second-order model of each one's last estimate (the default)."""
     subsample = "subsample"
     """Nothing: the fresh kernels' sum times M/B, an unbiased estimate of the exact bound."""
+
+
+class Sampling(StrEnum):
+    """How a training step samples the Bayesian layers."""
+
+    local = "local"
+    """Local reparameterization: fresh pre-activation noise per example (the paper's)."""
+    weight = "weight"
+    """One weight draw per batch, shared by its examples: one conv per layer, not two."""
 
 
 class Init(StrEnum):
@@ -414,6 +424,7 @@ class BNNConfig:
     dwp_samples: int = 1
     dwp_kernel_batch: int | None = 256  # None: the paper's exact mode
     dwp_estimator: str = "cache"  # with a kernel batch: cache (the others' model) or subsample
+    sampling: str = "local"  # Sampling: local reparameterization, or one weight draw per batch
     # how the learned priors (dwp, gaussian, and the dwp init's) are scaled: data or none
     prior_scale: PriorScale = PriorScale.data
     train_encoder: bool = False
@@ -457,6 +468,7 @@ class BNNConfig:
             self.dwp_estimator = "cache"
         try:
             self.dwp_estimator = KernelEstimator(self.dwp_estimator).value
+            self.sampling = Sampling(self.sampling).value
         except ValueError as exc:
             raise DWPError(str(exc)) from None
         if self.prior is PriorKind.dwp and self.train_encoder and self.dwp_kernel_batch is not None:

@@ -21,7 +21,15 @@ from dwp.cli._common import (
     kernel_batch,
     widths,
 )
-from dwp.config import Arch, BNNConfig, Init, KernelEstimator, PriorKind, PriorScale
+from dwp.config import (
+    Arch,
+    BNNConfig,
+    Init,
+    KernelEstimator,
+    PriorKind,
+    PriorScale,
+    Sampling,
+)
 from dwp.errors import DWPError
 
 app = group("Bayesian CNNs on small target sets.")
@@ -102,6 +110,14 @@ def bnn_train(
             "the batch's sum times M/B, unbiased).",
         ),
     ] = KernelEstimator(D.dwp_estimator),
+    sampling: Annotated[
+        Sampling,
+        typer.Option(
+            help="How a training step samples the Bayesian layers: local (local "
+            "reparameterization, the paper's) or weight (one weight draw per batch: one conv "
+            "per layer instead of two).",
+        ),
+    ] = Sampling(D.sampling),
     exact: Annotated[
         bool,
         typer.Option(
@@ -165,7 +181,7 @@ def bnn_train(
         dwp_samples=dwp_samples, train_encoder=train_encoder, log_sigma2_init=log_sigma2_init,
         dwp_kernel_batch=kernel_batch(dwp, dwp_kernel_batch, exact, D.dwp_kernel_batch),
         normal_std=D.normal_std if normal_std is None else normal_std, model=model,
-        prior_scale=prior_scale, dwp_estimator=dwp_estimator.value,
+        prior_scale=prior_scale, dwp_estimator=dwp_estimator.value, sampling=sampling.value,
     )  # fmt: skip
     dev = resolve_device(device)
     if finished_result(out, config) is not None:  # after the config check: same run

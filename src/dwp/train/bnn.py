@@ -104,7 +104,8 @@ def build_bnn(
         priors = LogUniformPrior()  # asks for the log-uniform posterior
     else:
         priors = NormalPrior(config.normal_std)
-    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init)
+    layers = bayesianize(model, priors, log_sigma2_init=config.log_sigma2_init,
+                         mode=_MODES[config.sampling])  # fmt: skip
     kernel_sets = None
     if config.init is Init.filters:
         kernel_sets = load_kernel_sets(names, config.kernel_dirs, config.prior_dirs)
@@ -269,7 +270,8 @@ def _build_user_bnn(config, in_channels, num_classes, image_size, device, scales
         spec = fallback = LogUniformPrior()
     else:
         spec = fallback
-    bayesianize(model, spec, fallback=fallback, log_sigma2_init=config.log_sigma2_init)
+    bayesianize(model, spec, fallback=fallback, log_sigma2_init=config.log_sigma2_init,
+                mode=_MODES[config.sampling])  # fmt: skip
     if config.init is Init.dwp:
         from dwp.train.fit import _dwp_init
 
@@ -306,7 +308,9 @@ def _stored_config(path: Path) -> BNNConfig:
 
 _REMEDY = "delete it to start the run over"
 #: What a run config written before a key existed did: no kernel-scale rule, the cache.
-LEGACY_CONFIG = {"prior_scale": "none", "dwp_estimator": "cache"}
+LEGACY_CONFIG = {"prior_scale": "none", "dwp_estimator": "cache", "sampling": "local"}
+#: The Bayesian layers' training mode for each ``BNNConfig.sampling``.
+_MODES = {"local": "sample", "weight": "weight"}
 
 
 def finished_result(out: str | Path, config: BNNConfig) -> dict | None:
