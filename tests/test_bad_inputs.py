@@ -200,6 +200,18 @@ def _user_factory(tmp, base) -> list[str]:
     return _bnn_model(tmp / "r", base["data"], f"{tmp / 'models.py'}:large")
 
 
+def _model_no_prior_fits(tmp, base) -> list[str]:
+    """A user's model whose convs are all 3x3, under the 7x7 / 5x5 priors."""
+    (tmp / "m3.py").write_text(
+        "from torch import nn\n"
+        "def net(in_channels, num_classes):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.Flatten(),\n"
+        "                         nn.LazyLinear(num_classes))\n"
+    )
+    return [*_bnn_model(tmp / "r", base["data"], f"{tmp / 'm3.py'}:net"), "--prior", "dwp",
+            "--init", "dwp", "--prior-dirs", *base["priors"]]  # fmt: skip
+
+
 def _torn_middle_metrics(tmp, base) -> list[str]:
     argv = _resume(tmp, base)
     path = tmp / "run" / "metrics.jsonl"
@@ -593,6 +605,7 @@ CASES = [
         lambda t, b: _saved_models(t, b, lambda: {"fc.weight": torch.randn(2, 2)}),
         "m0.pt: holds no conv layers",
     ),
+    Case("bnn-model-no-prior-fits", _model_no_prior_fits, "fits a conv of --model"),
     Case(
         "bnn-model-not-a-spec",
         lambda t, b: _bnn_model(t / "r", b["data"], "models"),

@@ -21,7 +21,6 @@ kernel VAE's directory records (the control of that very prior).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from torch import nn
 
 from dwp.errors import DWPError
 from dwp.nn.gaussian import LOG_2PI
-from dwp.priors.weight import WeightPrior, kernel_view, register_prior
+from dwp.priors.weight import WeightPrior, kernel_view, rebuilt_as_saved, register_prior
 
 __all__ = [
     "GAUSSIAN_FORMAT",
@@ -109,9 +108,10 @@ class GaussianKernelPrior(WeightPrior):
         """The prior of a Gaussian prior directory; or, for a kernel VAE's directory, the
         Gaussian fitted to the training kernels that VAE was fitted to (scaled like it)."""
         from dwp.data.shipped import resolve_prior_dir, source_name
+        from dwp.priors.store import read_prior_meta
 
         path = resolve_prior_dir(path)
-        meta = _read_meta(path)
+        meta = read_prior_meta(path)
         if meta.get("format") == GAUSSIAN_FORMAT:
             state = _load_weights(path, meta)
             prior = cls(state["mean"], state["cov"])
@@ -213,32 +213,10 @@ class GaussianKernelPrior(WeightPrior):
 def _build(spec: dict) -> GaussianKernelPrior:
     if "source" not in spec:
         return GaussianKernelPrior(torch.tensor(spec["mean"]), torch.tensor(spec["cov"]))
-    prior = GaussianKernelPrior.from_dir(spec["source"])
-    if spec.get("scale", 1.0) != 1.0:
-        prior = prior.scaled(float(spec["scale"]))
-    want = spec.get("sha256")
-    if want is not None and want != prior.sha256:
-        raise DWPError(
-            f"the Gaussian prior {spec['source']} changed since the model was saved (sha256 "
-            f"{want[:12]} then, {prior.sha256[:12]} now); restore it or retrain the model"
-        )
-    return prior
+    return rebuilt_as_saved(GaussianKernelPrior.from_dir(spec["source"]), spec)
 
 
 register_prior("gaussian", _build)
-
-
-def _read_meta(path: Path) -> dict:
-    meta_path = path / "prior.json"
-    if not meta_path.is_file():
-        raise DWPError(f"prior directory {path} is incomplete: missing prior.json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DWPError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DWPError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
 
 
 def _load_weights(path: Path, meta: dict) -> dict:

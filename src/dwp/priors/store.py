@@ -38,6 +38,7 @@ __all__ = [
     "load_kernel_prior",
     "load_prior",
     "prior_card",
+    "read_prior_meta",
     "rescale_prior",
     "sample_diversity",
     "save_prior",
@@ -87,11 +88,8 @@ def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
     from dwp.train.prior import zero_kernel_elbo
 
     path = resolve_prior_dir(name_or_path)
-    try:
-        meta = json.loads((path / _META).read_text())
-    except (OSError, ValueError):
-        meta = {}
-    gaussian = isinstance(meta, dict) and meta.get("format") == GAUSSIAN_FORMAT
+    meta = read_prior_meta(path)
+    gaussian = meta.get("format") == GAUSSIAN_FORMAT
     if gaussian:
         prior = GaussianKernelPrior.from_dir(path)
         k, z_dim, score_key = prior.kernel_size, None, "log_lik_per_kernel"
@@ -161,6 +159,21 @@ def save_prior(vae: KernelVAE, out: str | Path, **info) -> Path:
     return out
 
 
+def read_prior_meta(path: Path) -> dict:
+    """``prior.json`` of a prior directory (of either family), as a dict; a one-line error for a
+    missing, unreadable or non-object file."""
+    meta_path = path / _META
+    if not meta_path.is_file():
+        raise DWPError(f"prior directory {path} is incomplete: missing {_META}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DWPError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DWPError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 def load_prior(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[KernelVAE, dict]:
@@ -176,12 +189,7 @@ def load_prior(
             f"prior directory {path} is incomplete: missing {', '.join(missing)} "
             f"(expected {_META} and {_WEIGHTS}; use `dwp prior import` for reference checkpoints)"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DWPError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise DWPError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_prior_meta(path)
     if meta.get("format") != PRIOR_FORMAT or meta.get("format_version") != PRIOR_FORMAT_VERSION:
         raise DWPError(
             f"{path}: prior of format {meta.get('format')!r} version "
@@ -213,12 +221,7 @@ def load_kernel_prior(path: str | Path, map_location: str | torch.device | None 
     from dwp.priors.gaussian import GAUSSIAN_FORMAT, GaussianKernelPrior
     from dwp.priors.weight import DeepWeightPrior
 
-    resolved = resolve_prior_dir(path)
-    try:
-        fmt = json.loads((resolved / _META).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        fmt = None  # load_prior says what is wrong
-    if fmt == GAUSSIAN_FORMAT:
+    if read_prior_meta(resolve_prior_dir(path)).get("format") == GAUSSIAN_FORMAT:
         return GaussianKernelPrior.from_dir(path, map_location=map_location)
     return DeepWeightPrior.from_dir(path, map_location=map_location, **kwargs)
 

@@ -494,6 +494,12 @@ def _build_dwp(spec: dict) -> DeepWeightPrior:
                                      train_encoder=spec.get("train_encoder", False),
                                      kernel_batch=spec.get("kernel_batch"),
                                      estimator=spec.get("estimator", "cache"))  # fmt: skip
+    return rebuilt_as_saved(prior, spec)
+
+
+def rebuilt_as_saved(prior: WeightPrior, spec: dict) -> WeightPrior:
+    """A learned prior loaded from ``spec["source"]``, moved by the spec's ``scale`` and checked
+    against its ``sha256``: a saved model's prior as it was when the model was saved."""
     if spec.get("scale", 1.0) != 1.0:
         prior = prior.scaled(float(spec["scale"]))
     want = spec.get("sha256")
