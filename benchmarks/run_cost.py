@@ -6,6 +6,7 @@ whole run and of the classification table that follows from them.
     python benchmarks/run_cost.py [--prior-dirs letters-fconv/conv1 letters-fconv/conv2]
         [--sizes 50 100 200 500 1000] [--priors normal log-uniform gaussian dwp]
         [--epochs 300] [--splits 10] [--jobs 2] [--threads 1] [--steps 8]
+        [--sampling local weight]
 
 One thread per process by default, as the sweeps run (``JOBS`` processes side by side). Every
 figure is a median over ``--steps`` timed steps after two warm-up steps, measured in this run.
@@ -17,6 +18,7 @@ cost a few seconds a run and are left out).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import statistics
 import time
@@ -50,6 +52,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument(
+        "--sampling",
+        nargs="+",
+        choices=["local", "weight"],
+        default=["local"],
+        help="training estimators to time (BNNConfig.sampling), a row each",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("mnist5k")
@@ -64,10 +73,11 @@ def main() -> None:
         train = few_shot(ds.train, n, 0)
         batch = min(256, n)
         x, y = train.images[:batch], train.labels[:batch]
-        for prior in args.priors:
+        for prior, sampling in itertools.product(args.priors, args.sampling):
             learned = prior in ("dwp", "gaussian")
-            cfg = BNNConfig(prior=prior, init="dwp" if learned else "xavier",
+            cfg = BNNConfig(prior=prior, init="dwp" if learned else "xavier", sampling=sampling,
                             prior_dirs=tuple(args.prior_dirs) if learned else ())  # fmt: skip
+            label = prior if len(args.sampling) == 1 else f"{prior}, {sampling}"
             model = build_bnn(cfg, 1, 10, 28, "cpu", bnn_prior_scales(cfg, train.images, 10))
             set_noise_generator(model, torch.Generator().manual_seed(0))
             opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
@@ -97,11 +107,12 @@ def main() -> None:
                 exact = time.perf_counter() - t
             run_s = args.epochs * epoch_ms / 1000 + args.evals * (eval_s[prior] + exact)
             total += run_s * args.splits
-            print(f"| {prior} | {n} | {ms:.0f} | {100 * kl_ms / ms:.0f}% | {epoch_ms:.0f} | "
+            print(f"| {label} | {n} | {ms:.0f} | {100 * kl_ms / ms:.0f}% | {epoch_ms:.0f} | "
                   f"{eval_s[prior]:.2f} | {exact:.2f} | {run_s:.0f} |")  # fmt: skip
-    hours = total / args.jobs / 3600
-    print(f"\nthe table ({len(args.priors)} Bayesian methods x {len(args.sizes)} sizes x "
-          f"{args.splits} splits, {args.jobs} jobs side by side, if they do not slow each other): "
+    hours = total / args.jobs / 3600 / len(args.sampling)
+    print(f"\nthe table (per estimator: {len(args.priors)} Bayesian methods x "
+          f"{len(args.sizes)} sizes x {args.splits} splits, {args.jobs} jobs side by side, "
+          "if they do not slow each other): "
           f"{hours:.1f} h")  # fmt: skip
 
 

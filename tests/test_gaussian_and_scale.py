@@ -350,5 +350,5 @@ def test_weight_sampling_trains_with_one_draw_per_batch(tmp_path):
     assert 0.0 <= res["ens_acc"] <= 1.0
     model, _ = load_bnn(tmp_path / "run")
     assert model.conv1.mode is Mode.weight and model.conv2.mode is Mode.weight
-    with pytest.raises(DWPError, match="'other' is not a valid Sampling"):
+    with pytest.raises(DWPError, match="sampling: 'other' is not one of local, weight"):
         BNNConfig(sampling="other")

@@ -97,6 +97,46 @@ def test_classification_in_worker_processes_matches(tiny_priors, tmp_path):
         assert a["acc_mean"] == pytest.approx(b["acc_mean"], abs=1e-9)
 
 
+def test_classification_sweep_grows_and_trains_with_weight_draws(tiny_priors, tmp_path):
+    data, out = tiny_priors["data"], tmp_path / "cls"
+
+    def cfg(splits, sampling="weight", methods=("normal", "l2-xavier")):
+        return ClassificationConfig(dataset="mnist", examples=(10, 20), splits=splits, epochs=2,
+                                    hidden=(4, 8), methods=methods, sampling=sampling)  # fmt: skip
+
+    # split by split: a sweep stopped part-way has the whole curve of the splits it finished
+    assert [(t["split"], t["examples"]) for t in cfg((0, 1)).tasks()][:4] == [
+        (0, 10), (0, 10), (0, 20), (0, 20)]  # fmt: skip
+    first = {
+        (r["method"], r["examples"]): r for r in run_classification(cfg((0,)), out, data_root=data)
+    }
+    run = json.loads((out / "runs" / "normal-n10-s0" / "config.json").read_text())
+    assert run["sampling"] == "weight"
+    # more splits in the same directory: the finished runs are read back, the new ones run
+    with open(out / "results.csv") as f:
+        before = {(r["method"], r["examples"]): r["wall_s"] for r in csv.DictReader(f)}
+    grown = run_classification(cfg((0, 1)), out, data_root=data)
+    assert all(r["runs"] == 2 for r in grown)
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    assert {(r["method"], int(r["examples"])): r["wall_s"] for r in rows
+            if r["split"] == "0"} == {(m, int(n)): w for (m, n), w in before.items()}  # fmt: skip
+    assert first  # the first sweep's summary
+    # how a run trains is not part of the grid: another estimator is refused
+    with pytest.raises(DWPError, match="another config \\(sampling"):
+        run_classification(cfg((0, 1), "local"), out, data_root=data)
+    # a sweep written before `sampling` existed reads as local reparameterization
+    old = tmp_path / "old"
+    run_classification(cfg((0,), "local", ("l2-xavier",)), old, data_root=data)
+    stored = json.loads((old / "config.json").read_text())
+    del stored["sampling"]
+    (old / "config.json").write_text(json.dumps(stored))
+    run_classification(cfg((0,), "local", ("l2-xavier",)), old, data_root=data)
+    with pytest.raises(DWPError, match="sampling: 'flipout' is not one of local, weight"):
+        ClassificationConfig(methods=("normal",), sampling="flipout")
+
+
 def test_l2_baseline_penalises_the_conv_kernels(tiny_priors):
     task = {"method": "l2-xavier", "examples": 10, "split": 0}
 

@@ -283,6 +283,16 @@ def _lists(d: dict, keys: Iterable[str]) -> dict:
     return d
 
 
+def _choice(enum: type[StrEnum], value, name: str) -> str:
+    """``value`` as one of ``enum``'s values, or a one-line error naming them."""
+    try:
+        return enum(value).value
+    except ValueError:
+        raise DWPError(
+            f"{name}: {value!r} is not one of {', '.join(e.value for e in enum)}"
+        ) from None
+
+
 def _dropped(option: str, value, default, why: str) -> None:
     """Say so when a config ignores a value it was given (a value equal to the default is
     what every caller passes, and not worth a line)."""
@@ -466,11 +476,8 @@ class BNNConfig:
             _dropped("dwp_estimator", self.dwp_estimator, "cache",
                      "only the DWP's kernel batch has an estimator")  # fmt: skip
             self.dwp_estimator = "cache"
-        try:
-            self.dwp_estimator = KernelEstimator(self.dwp_estimator).value
-            self.sampling = Sampling(self.sampling).value
-        except ValueError as exc:
-            raise DWPError(str(exc)) from None
+        self.dwp_estimator = _choice(KernelEstimator, self.dwp_estimator, "dwp_estimator")
+        self.sampling = _choice(Sampling, self.sampling, "sampling")
         if self.prior is PriorKind.dwp and self.train_encoder and self.dwp_kernel_batch is not None:
             raise DWPError(
                 "training the DWP encoder needs the exact mode (--exact, dwp_kernel_batch=None): "
@@ -544,6 +551,7 @@ class ClassificationConfig:
     dwp_kernel_batch: int | None = 256  # None: the exact mode
     dwp_estimator: str = "cache"  # BNNConfig.dwp_estimator
     prior_scale: str = "data"  # PriorScale of the learned priors (dwp, gaussian, l2-dwp)
+    sampling: str = "local"  # BNNConfig.sampling of the Bayesian nets
     l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
     ens_samples: int = 10
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
@@ -555,10 +563,8 @@ class ClassificationConfig:
         self.methods = tuple(str(m) for m in self.methods)
         self.hidden = _ints(self.hidden)
         self.prior_dirs = _paths(self.prior_dirs)
-        try:
-            self.prior_scale = PriorScale(self.prior_scale).value
-        except ValueError as exc:
-            raise DWPError(str(exc)) from None
+        self.prior_scale = _choice(PriorScale, self.prior_scale, "prior_scale")
+        self.sampling = _choice(Sampling, self.sampling, "sampling")
         unknown = [m for m in self.methods if m not in BAYES_METHODS + L2_METHODS]
         if unknown:
             raise DWPError(
@@ -589,9 +595,10 @@ class ClassificationConfig:
         return _lists(asdict(self), ("examples", "splits", "methods", "hidden", "prior_dirs"))
 
     def tasks(self) -> list[dict]:
-        """Every (method, examples, split) run, smallest training sets first."""
+        """Every (method, examples, split) run, split by split (the smallest sets first within
+        one), so that a sweep stopped part-way has whole curves for the splits it finished."""
         return [{"method": m, "examples": n, "split": s}
-                for n in self.examples for s in self.splits for m in self.methods]  # fmt: skip
+                for s in self.splits for n in self.examples for m in self.methods]  # fmt: skip
 
 
 @dataclass

@@ -387,11 +387,16 @@ def first_difference(a: dict, b: dict) -> str | None:
 
 
 def check_same_config(
-    directory: str | Path, want: dict, what: str = "a run", legacy: dict | None = None
+    directory: str | Path,
+    want: dict,
+    what: str = "a run",
+    legacy: dict | None = None,
+    ignore: tuple[str, ...] = (),
 ) -> None:
     """Refuse a directory whose ``config.json`` differs from ``want`` (nothing to check if it
     has none), naming the first key that differs. ``legacy``: the value a key that a config
-    written before it existed stands for (what those runs did)."""
+    written before it existed stands for (what those runs did); ``ignore``: keys that may
+    differ."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         return
@@ -399,8 +404,8 @@ def check_same_config(
                        "the directory to start over")  # fmt: skip
     if not isinstance(stored, dict):
         raise CorruptFileError(path, "not a config (a JSON object); use another --out")
-    stored = {**(legacy or {}), **stored}
-    k = first_difference(stored, want)
+    stored = {k: v for k, v in {**(legacy or {}), **stored}.items() if k not in ignore}
+    k = first_difference(stored, {k: v for k, v in want.items() if k not in ignore})
     if k is not None:
         raise DWPError(
             f"{directory} holds {what} with another config ({k}: {stored.get(k)!r} there, "

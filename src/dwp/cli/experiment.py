@@ -43,6 +43,7 @@ from dwp.config import (
     FeaturesConfig,
     Method,
     PriorScale,
+    Sampling,
     resolve_arch,
 )
 from dwp.tables import mean_sd
@@ -186,6 +187,14 @@ def experiment_classification(
             "pre-activations on each split's training images) or none (as fitted).",
         ),
     ] = PriorScale(ClassificationConfig.prior_scale),
+    sampling: Annotated[
+        Sampling,
+        typer.Option(
+            help="How the Bayesian nets' training steps sample: local (local "
+            "reparameterization, the paper's) or weight (one weight draw per batch, about half "
+            "the time a step from 200 examples on).",
+        ),
+    ] = Sampling(ClassificationConfig.sampling),
     executor_kind: ExecutorOpt = ExecutorKind.local,
     jobs: JobsOpt = 0,
     address: AddressOpt = None,
@@ -207,6 +216,7 @@ def experiment_classification(
     config = ClassificationConfig(
         dataset=dataset, epochs=epochs, hidden=widths(hidden, width_scale), arch=arch.value,
         lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2, prior_scale=prior_scale.value,
+        sampling=sampling.value,
         dwp_kernel_batch=kernel_batch(methods is None or Method.dwp in methods,
                                       dwp_kernel_batch, exact,
                                       ClassificationConfig.dwp_kernel_batch),

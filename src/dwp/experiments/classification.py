@@ -60,6 +60,12 @@ __all__ = [
 ]
 
 
+#: The keys of a sweep's config that choose its runs rather than how each run trains.
+GRID = ("examples", "splits", "methods")
+#: What a sweep config written before a key existed did.
+LEGACY_SWEEP = {"sampling": "local"}
+
+
 def run_name(task: dict) -> str:
     return f"{task['method']}-n{task['examples']}-s{task['split']}"
 
@@ -71,7 +77,7 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
         prior=task["method"], init=Init.dwp if learned else Init.xavier,
         prior_dirs=config.prior_dirs if learned else (), hidden=config.hidden, arch=config.arch,
         epochs=config.epochs, lr=config.lr, eval_every=config.epochs,
-        ens_samples=config.ens_samples, prior_scale=config.prior_scale,
+        ens_samples=config.ens_samples, prior_scale=config.prior_scale, sampling=config.sampling,
         dwp_kernel_batch=config.dwp_kernel_batch if task["method"] == "dwp" else None,
         dwp_estimator=config.dwp_estimator if task["method"] == "dwp" else "cache",
     )  # fmt: skip
@@ -215,7 +221,9 @@ def _run_classification(config, out, device, data_root, on_run, executor):
     from dwp.executors import gather
 
     out = Path(out)
-    check_same_config(out, config.to_dict(), "an experiment")
+    # the grid only picks runs (each run directory checks its own config), so a sweep can be
+    # extended with more sizes, splits or methods; a config written before a key existed: legacy
+    check_same_config(out, config.to_dict(), "an experiment", legacy=LEGACY_SWEEP, ignore=GRID)
     tasks = config.tasks()
     _check_priors_fit(config, tasks)
     write_json(out / "config.json", config.to_dict())
