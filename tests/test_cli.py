@@ -35,6 +35,7 @@ SMOKE_TESTED = {
     ("prior", "rescale"): "test_prior_rescale",
     ("bnn", "train"): "test_bnn.py::test_bnn_train",
     ("bnn", "summary"): "test_bnn.py::test_bnn_summary",
+    ("bnn", "eval"): "test_uncertainty.py::test_bnn_eval",
     ("experiment", "convergence"): "test_experiments.py::test_experiment_convergence",
     ("experiment", "classification"): "test_reproduce.py::test_experiment_classification",
     ("experiment", "features"): "test_reproduce.py::test_experiment_features",

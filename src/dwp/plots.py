@@ -25,6 +25,8 @@ __all__ = [
     "latent_grid",
     "pick_kernels",
     "prior_samples",
+    "reliability_diagram",
+    "rotation_curves",
     "save_figure",
 ]
 
@@ -302,3 +304,73 @@ def features_vs_scale(summary: dict, out: str | Path, caption: str) -> Path:
     return _save_accuracy_figure(fig, ax, "width scale k",
                                  "Random feature extraction (frozen conv kernels)", caption,
                                  out)  # fmt: skip
+
+
+def _style(name: str) -> tuple[str | None, str]:
+    return _METHOD_STYLE.get(name, (None, name))
+
+
+def reliability_diagram(
+    per_method: dict[str, list[dict]], out: str | Path, caption: str, bins: int
+) -> Path:
+    """Reliability diagrams, one panel per method (name -> the bin rows of
+    :func:`dwp.eval.reliability`): accuracy against mean confidence per equal-width bin (bars
+    at the bins' accuracies, their gap to the diagonal shaded red), the share of examples per
+    bin beneath; the panel title has the ECE."""
+    names = list(per_method)
+    fig, axes = plt.subplots(2, len(names), figsize=(2.8 * len(names) + 0.6, 4.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)  # fmt: skip
+    for j, name in enumerate(names):
+        rows = per_method[name]
+        ax, hist = axes[0, j], axes[1, j]
+        color, label = _style(name)
+        lo = np.array([r["lower"] for r in rows])
+        width = np.array([r["upper"] - r["lower"] for r in rows])
+        count = np.array([r["count"] for r in rows], dtype=float)
+        full = count > 0
+        acc = np.array([r["accuracy"] if r["count"] else 0.0 for r in rows])
+        conf = np.array([r["confidence"] if r["count"] else 0.0 for r in rows])
+        ax.bar(lo[full], acc[full], width[full], align="edge", color=color or "tab:blue",
+               alpha=0.75, edgecolor="black", linewidth=0.4, label="accuracy")  # fmt: skip
+        ax.bar(lo[full], conf[full] - acc[full], width[full], bottom=acc[full], align="edge",
+               color="tab:red", alpha=0.25, linewidth=0, label="gap to confidence")  # fmt: skip
+        ax.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=0.8)
+        ece = sum(c / count.sum() * abs(a - f) for c, a, f in zip(count, acc, conf, strict=True))
+        ax.set_title(f"{label}\nECE {ece:.3f} ({bins} bins)", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        hist.bar(lo, count / max(1.0, count.sum()), width, align="edge", color="gray",
+                 edgecolor="black", linewidth=0.3)  # fmt: skip
+        hist.set_xlabel("confidence")
+        if j == 0:
+            ax.set_ylabel("accuracy")
+            hist.set_ylabel("share")
+            ax.legend(loc="upper left", fontsize=7)
+    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def rotation_curves(per_method: dict[str, list[dict]], out: str | Path, caption: str) -> Path:
+    """Accuracy and ECE against the rotation angle of the test images, one line per method
+    (name -> the ``rotation`` rows of :func:`dwp.eval.evaluate_uncertainty`); two panels."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    for name, rows in per_method.items():
+        color, label = _style(name)
+        deg = [r["degrees"] for r in rows]
+        left.plot(deg, [r["acc"] for r in rows], color=color, marker="o", markersize=3,
+                  label=label)  # fmt: skip
+        right.plot(deg, [r["ece"] for r in rows], color=color, marker="o", markersize=3,
+                   label=label)  # fmt: skip
+    for ax, ylabel in ((left, "test accuracy"), (right, "ECE")):
+        ax.set_xlabel("rotation of the test images (degrees)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(range(0, 181, 30))
+    right.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, borderaxespad=0.0)
+    left.set_title("Accuracy under rotation", fontsize=10)
+    right.set_title("Calibration under rotation", fontsize=10)
+    fig.text(0.01, -0.02, caption, fontsize=7, wrap=True, ha="left", va="top")
+    fig.tight_layout()
+    return save_figure(fig, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -227,6 +228,88 @@ def bnn_train(
         f"1-sample {r['sample_acc']:.4f}, means {r['det_acc']:.4f}, NLL {r['nll']:.4f}, "
         f"ECE {r['ece']:.4f}; {r['wall_s']:.0f}s"
     )
+
+
+class Shift(StrEnum):
+    """Dataset shifts of ``dwp bnn eval``."""
+
+    rotate = "rotate"  # the test images rotated by 0, 15, ..., 180 degrees
+
+
+@app.command("eval")
+def bnn_eval(
+    run: Annotated[Path, typer.Argument(help="A finished `dwp bnn train` run directory.")],
+    ood: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ood",
+            help="Out-of-distribution set: a catalog dataset of the target's image shape (e.g. "
+            "letters: the priors' source domain; fashion-mnist when present); repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+    shift: Annotated[
+        Shift | None,
+        typer.Option(
+            help="Dataset shift: rotate (the test images at 0..180 degrees).", show_default=False
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Weight draws per input (default: the run's ens_samples).",
+            show_default=False,
+        ),
+    ] = None,
+    ood_examples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Images per out-of-distribution set (default: as many as the test part has).",
+            show_default=False,
+        ),
+    ] = None,
+    bins: Annotated[int, typer.Option(min=1, help="Equal-width (and equal-mass) ECE bins.")] = 15,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the weight draws.")] = 0,
+    device: DeviceOpt = "auto",
+    data_root: DataRoot = None,
+) -> None:
+    """Calibration, out-of-distribution detection and dataset shift of a finished run: accuracy,
+    NLL, Brier, ECE and adaptive ECE on its test set; AUROC / AUPR / FPR at 95% TPR of three
+    scores (1 - max probability, predictive entropy, mutual information) against each --ood set;
+    the metrics at each rotation angle. Writes RUN/uncertainty.json, RUN/reliability.png and
+    (with --shift rotate) RUN/rotation.png."""
+    from dwp.cli._common import echo_table
+    from dwp.data.shift import ROTATIONS
+    from dwp.device import resolve_device
+    from dwp.eval import OOD_SCORES
+    from dwp.plots import reliability_diagram, rotation_curves
+    from dwp.train.bnn import evaluate_run
+
+    angles = ROTATIONS if shift is Shift.rotate else ()
+    r = evaluate_run(run, ood or (), angles, samples, seed, bins, resolve_device(device),
+                     data_root, ood_examples)  # fmt: skip
+    t = r["test"]
+    what = f"{r['prior']} prior, {r['examples']} examples, split {r['split_seed']}"
+    echo_table(["set", "acc", "NLL", "Brier", f"ECE ({bins} bins)", "adaptive ECE"],
+               [[f"{r['dataset']} test", f"{t['acc']:.4f}", f"{t['nll']:.4f}",
+                 f"{t['brier']:.4f}", f"{t['ece']:.4f}", f"{t['adaptive_ece']:.4f}"]])  # fmt: skip
+    if r["ood"]:
+        typer.echo("")
+        echo_table(["out-of-distribution set", "score", "AUROC", "AUPR", "FPR95"],
+                   ([name, score, f"{d[score]['auroc']:.4f}", f"{d[score]['aupr']:.4f}",
+                     f"{d[score]['fpr95']:.4f}"]
+                    for name, d in r["ood"].items() for score in OOD_SCORES))  # fmt: skip
+    caption = f"{run}: {what}; {r['samples']} weight draws; {r['dataset']} test set"
+    reliability_diagram({r["prior"]: t["reliability"]}, run / "reliability.png", caption, bins)
+    if r["rotation"]:
+        typer.echo("")
+        echo_table(["rotation (degrees)", "acc", "NLL", "ECE"],
+                   ([f"{x['degrees']:.0f}", f"{x['acc']:.4f}", f"{x['nll']:.4f}",
+                     f"{x['ece']:.4f}"] for x in r["rotation"]))  # fmt: skip
+        rotation_curves({r["prior"]: r["rotation"]}, run / "rotation.png", caption)
+    typer.echo(f"wrote {run / 'uncertainty.json'} and the figures beside it")
 
 
 @app.command("summary")

@@ -21,7 +21,7 @@ from its last checkpoint and ends exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from dwp.io import (
     read_json,
     restoring,
     run_lock,
+    write_json,
 )
 from dwp.nn import (
     bayesianize,
@@ -65,6 +66,7 @@ __all__ = [
     "PriorKind",
     "bnn_prior_scales",
     "build_bnn",
+    "evaluate_run",
     "finished_result",
     "load_bnn",
     "load_factory",
@@ -294,6 +296,47 @@ def load_bnn(run: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Mo
     with restoring(run / _CHECKPOINT, _REMEDY):
         model.load_state_dict(ckpt["model"])
     return model, config
+
+
+#: What :func:`evaluate_run` writes into a run directory.
+UNCERTAINTY = "uncertainty.json"
+
+
+def evaluate_run(
+    run: str | Path,
+    ood: Sequence[str] = (),
+    rotations: Sequence[float] = (),
+    samples: int | None = None,
+    seed: int = 0,
+    bins: int = 15,
+    device: torch.device | str = "cpu",
+    data_root=None,
+    ood_examples: int | None = None,
+) -> dict:
+    """The uncertainty evaluation (:func:`dwp.eval.evaluate_uncertainty`) of the finished run
+    ``run`` on its dataset's test part: calibration, out-of-distribution detection against the
+    catalog datasets ``ood`` (their first ``ood_examples`` test images; default: as many as
+    the test part has) and the test images rotated by each of ``rotations`` degrees.
+    ``samples``: weight draws (default: the run's ``ens_samples``). Written to
+    ``run/uncertainty.json`` (atomically) with the run's name, prior and settings; returned."""
+    from dwp.data.shift import ood_images
+    from dwp.eval import evaluate_uncertainty
+
+    run = Path(run)
+    if read_result(run) is None:
+        raise DWPError(f"{run} is not a finished Bayesian CNN run (no {_RESULT}); train it first")
+    model, config = load_bnn(run, device)
+    ds = load_dataset(config.dataset, data_root)
+    shape = tuple(int(v) for v in ds.test.images.shape[1:])
+    n = len(ds.test) if ood_examples is None else ood_examples
+    sets = {name: ood_images(name, shape, n, data_root) for name in dict.fromkeys(ood)}
+    res = evaluate_uncertainty(model, ds.test, ood=sets, rotations=tuple(rotations),
+                               samples=samples or config.ens_samples, seed=seed,
+                               bins=bins)  # fmt: skip
+    res = {"run": str(run), "dataset": config.dataset, "prior": config.prior.value,
+           "examples": config.examples, "split_seed": config.split_seed, **res}  # fmt: skip
+    write_json(run / UNCERTAINTY, res)
+    return res
 
 
 def _stored_config(path: Path) -> BNNConfig:
