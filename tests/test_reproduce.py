@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dwp.cli import main
+from dwp.data import load_dataset
 from dwp.errors import DWPError
 from dwp.executors import LocalExecutor
 from dwp.experiments import ClassificationConfig, FeaturesConfig, run_classification, run_features
@@ -135,6 +136,35 @@ def test_classification_sweep_grows_and_trains_with_weight_draws(tiny_priors, tm
     run_classification(cfg((0,), "local", ("l2-xavier",)), old, data_root=data)
     with pytest.raises(DWPError, match="sampling: 'flipout' is not one of local, weight"):
         ClassificationConfig(methods=("normal",), sampling="flipout")
+
+
+def test_deep_ensemble_averages_its_nets(tiny_priors):
+    from dwp.nn import DeepEnsemble
+
+    task = {"method": "ensemble", "examples": 10, "split": 1}
+
+    def cfg(size):
+        return ClassificationConfig(dataset="mnist", examples=(10,), splits=(1,), epochs=3,
+                                    hidden=(4, 8), methods=("ensemble", "l2-xavier"),
+                                    ensemble_size=size)  # fmt: skip
+
+    data = tiny_priors["data"]
+    res = train_l2_net(cfg(3), task, data_root=data, return_model=True)
+    ens = res.pop("model")
+    assert isinstance(ens, DeepEnsemble) and len(ens.members) == 3
+    x = load_dataset("mnist", data).test.images
+    with torch.no_grad():
+        each = torch.stack([torch.softmax(m(x), 1) for m in ens.members])
+        assert torch.allclose(torch.softmax(ens(x), 1), each.mean(0), atol=1e-6)
+    assert not torch.allclose(each[0], each[1])  # members start from different inits
+    assert res["acc"] == pytest.approx(float((each.mean(0).argmax(1) == load_dataset(
+        "mnist", data).test.labels).double().mean()))  # fmt: skip
+    # member 0 is the l2-xavier net of the split: an ensemble of one is that net
+    single = train_l2_net(cfg(1), task, data_root=data)
+    l2 = train_l2_net(cfg(1), {**task, "method": "l2-xavier"}, data_root=data)
+    assert single["acc"] == l2["acc"] and single["nll"] == pytest.approx(l2["nll"], rel=1e-12)
+    with pytest.raises(DWPError, match="ensemble_size"):
+        cfg(0)
 
 
 def test_l2_baseline_penalises_the_conv_kernels(tiny_priors):

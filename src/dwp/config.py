@@ -21,6 +21,7 @@ from pathlib import Path
 from dwp.errors import DWPError
 
 __all__ = [
+    "ALL_METHODS",
     "ARCHS",
     "BAYES_METHODS",
     "DEFAULT_MIN_NORM",
@@ -147,12 +148,18 @@ class Method(StrEnum):
     """Deterministic net with L2 on the conv parameters, from Xavier."""
     l2_dwp = "l2-dwp"
     """Deterministic net with L2, kernels from prior samples."""
+    ensemble = "ensemble"
+    """A deep ensemble (Lakshminarayanan et al. 2017): ``ensemble_size`` l2-xavier nets from
+    different inits, their predictive probabilities averaged (not in the default sweep)."""
 
 
 BAYES_METHODS = ("dwp", "gaussian", "log-uniform", "normal")
 #: The methods whose nets use the learned priors (``prior_dirs``) and their scale rule.
 KERNEL_PRIOR_METHODS = ("dwp", "gaussian", "l2-dwp")
 L2_METHODS = ("l2-xavier", "l2-dwp")
+#: Every method of the classification sweep (the default sweep: the paper's, without the
+#: ensemble).
+ALL_METHODS = BAYES_METHODS + L2_METHODS + ("ensemble",)
 
 
 class ConvergenceModel(StrEnum):
@@ -553,6 +560,7 @@ class ClassificationConfig:
     prior_scale: str = "data"  # PriorScale of the learned priors (dwp, gaussian, l2-dwp)
     sampling: str = "local"  # BNNConfig.sampling of the Bayesian nets
     l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
+    ensemble_size: int = 5  # nets of the ``ensemble`` method
     ens_samples: int = 10
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
     format_version: int = field(default=EXPERIMENT_FORMAT_VERSION)
@@ -565,11 +573,9 @@ class ClassificationConfig:
         self.prior_dirs = _paths(self.prior_dirs)
         self.prior_scale = _choice(PriorScale, self.prior_scale, "prior_scale")
         self.sampling = _choice(Sampling, self.sampling, "sampling")
-        unknown = [m for m in self.methods if m not in BAYES_METHODS + L2_METHODS]
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
-            raise DWPError(
-                f"unknown methods {unknown}; choose from {', '.join(BAYES_METHODS + L2_METHODS)}"
-            )
+            raise DWPError(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
         require(
             "classification config",
             self,
@@ -584,6 +590,7 @@ class ClassificationConfig:
             lr=positive(self.lr),
             l2=non_negative(self.l2),
             ens_samples=self.ens_samples >= 1,
+            ensemble_size=self.ensemble_size >= 1,
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
         )
         if any(m in KERNEL_PRIOR_METHODS for m in self.methods) and not self.prior_dirs:

@@ -66,12 +66,21 @@ def predict_proba(
     batch of ``batch_size``: a network drawn from the posterior); in ``sample`` mode with fresh
     local-reparameterization noise (each Bayesian layer draws from its ``generator``; the
     same predictive distribution per example, twice the cost); in ``mean`` mode one
-    deterministic pass is returned (samples 1). Inputs are moved to the model's device batch
+    deterministic pass is returned (samples 1). A :class:`~dwp.nn.DeepEnsemble` gives one
+    sample per member (whatever ``samples`` is). Inputs are moved to the model's device batch
     by batch; the result is on the CPU.
     """
+    from dwp.nn.ensemble import DeepEnsemble
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    if isinstance(model, DeepEnsemble):  # a sample per member
+        with bayes_mode(model, mode):
+            out = [model.member_probs(images[i : i + batch_size].to(device)).cpu()
+                   for i in range(0, len(images), batch_size)]  # fmt: skip
+        model.train(was_training)
+        return torch.cat(out, dim=1)
     n_samples = 1 if Mode(mode) is Mode.mean else samples
     out = []
     with bayes_mode(model, mode):

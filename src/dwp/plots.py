@@ -234,6 +234,7 @@ _METHOD_STYLE = {
     "normal": ("tab:gray", "standard normal"),
     "l2-xavier": ("tab:purple", "L2 net, Xavier init"),
     "l2-dwp": ("tab:orange", "L2 net, DWP init"),
+    "ensemble": ("tab:brown", "deep ensemble (L2 nets)"),
 }
 
 

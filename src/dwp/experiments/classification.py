@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from dwp.config import BAYES_METHODS, L2_METHODS, BNNConfig, ClassificationConfig, Init
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
-from dwp.eval import classification_metrics
+from dwp.eval import classification_metrics, predict
 from dwp.io import (
     check_finite,
     check_same_config,
@@ -35,6 +35,7 @@ from dwp.io import (
     write_json,
 )
 from dwp.nn import (
+    DeepEnsemble,
     build_net,
     check_hidden,
     conv_layers,
@@ -60,10 +61,14 @@ __all__ = [
 ]
 
 
+#: Methods whose nets are deterministic (a JSON file per run, no run directory).
+DETERMINISTIC_METHODS = (*L2_METHODS, "ensemble")
+#: Member m of an ensemble starts from seed split + m * this.
+ENSEMBLE_SEED_STRIDE = 7919
 #: The keys of a sweep's config that choose its runs rather than how each run trains.
 GRID = ("examples", "splits", "methods")
 #: What a sweep config written before a key existed did.
-LEGACY_SWEEP = {"sampling": "local"}
+LEGACY_SWEEP = {"sampling": "local", "ensemble_size": 5}
 
 
 def run_name(task: dict) -> str:
@@ -83,23 +88,15 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
     )  # fmt: skip
 
 
-def train_l2_net(
-    config: ClassificationConfig,
-    task: dict,
-    device: torch.device | str = "cpu",
-    data_root=None,
-    return_model: bool = False,
-) -> dict:
-    """The deterministic baseline: the Bayesian net's architecture trained on the few-shot set
-    with mean cross-entropy + ``l2`` * sum of squares of the conv parameters, Adam with the lr
-    decayed linearly to 0. Returns test ``acc``, ``nll``, ``ece``, ``train_acc`` and
-    ``wall_s`` (and the trained ``model`` with ``return_model``)."""
-    t0 = time.perf_counter()
-    device = torch.device(device)
+def _fit_l2_net(
+    config: ClassificationConfig, task: dict, device: torch.device, data_root, member: int = 0
+) -> tuple[torch.nn.Module, float]:
+    """One deterministic net of ``task`` trained (member ``m`` of an ensemble: init seed
+    split + 7919 m; member 0 is the l2 net of that split), and its training accuracy."""
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, task["examples"], task["split"])
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
-    seed = task["split"]
+    seed = task["split"] + ENSEMBLE_SEED_STRIDE * member
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         arch = resolve_arch(config.arch, channels, size)
@@ -132,10 +129,33 @@ def train_l2_net(
         sched.step()
     model.eval()
     with torch.inference_mode():
-        probs = torch.cat([F.softmax(model(ds.test.images[i : i + 1000].to(device)), 1).cpu()
-                           for i in range(0, len(ds.test), 1000)])  # fmt: skip
         train_acc = float((model(x).argmax(1) == y).double().mean())
-    res = {**classification_metrics(probs, ds.test.labels), "train_acc": train_acc,
+    return model, train_acc
+
+
+def train_l2_net(
+    config: ClassificationConfig,
+    task: dict,
+    device: torch.device | str = "cpu",
+    data_root=None,
+    return_model: bool = False,
+) -> dict:
+    """The deterministic baseline: the Bayesian net's architecture trained on the few-shot set
+    with mean cross-entropy + ``l2`` * sum of squares of the conv parameters, Adam with the lr
+    decayed linearly to 0; for method ``ensemble``, ``ensemble_size`` such nets (Xavier inits
+    of different seeds) whose predictive probabilities are averaged. Returns test ``acc``,
+    ``nll``, ``brier``, ``ece``, ``adaptive_ece``, ``train_acc`` (the mean over an ensemble's
+    nets) and ``wall_s`` (and the trained ``model``, a :class:`~dwp.nn.DeepEnsemble` for an
+    ensemble, with ``return_model``)."""
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    size = config.ensemble_size if task["method"] == "ensemble" else 1
+    fitted = [_fit_l2_net(config, task, device, data_root, m) for m in range(size)]
+    model = DeepEnsemble([m for m, _ in fitted]) if task["method"] == "ensemble" else fitted[0][0]
+    ds = load_dataset(config.dataset, data_root)
+    probs = predict(model, ds.test.images, samples=1, mode="mean").probs
+    res = {**classification_metrics(probs, ds.test.labels),
+           "train_acc": statistics.fmean(a for _, a in fitted),
            "wall_s": time.perf_counter() - t0}  # fmt: skip
     check_finite(res, f"{run_name(task)}: the trained net gave")  # a last step can give NaN
     return {**res, "model": model} if return_model else res
@@ -148,7 +168,7 @@ def run_one(
     acc (the 10-sample ensemble's for Bayesian nets), nll, wall_s."""
     out = Path(out)
     name = run_name(task)
-    if task["method"] in L2_METHODS:
+    if task["method"] in DETERMINISTIC_METHODS:
         path = out / "runs" / f"{name}.json"
         if path.is_file():
             res = read_json(path)

@@ -20,6 +20,7 @@ from dwp.nn.bayes import (
 )
 from dwp.nn.cifarnet import CIFARNet, cifarnet_hidden
 from dwp.nn.convvae import ConvVAE
+from dwp.nn.ensemble import DeepEnsemble
 from dwp.nn.fconv import FConv, conv_layers
 from dwp.nn.init import Init, init_conv_kernels, random_kernels
 from dwp.nn.nets import (
@@ -45,6 +46,7 @@ __all__ = [
     "BayesLinear",
     "CIFARNet",
     "ConvVAE",
+    "DeepEnsemble",
     "FConv",
     "Init",
     "LogUniformConv2d",
