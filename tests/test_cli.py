@@ -382,7 +382,7 @@ def test_cli_defaults_match_the_library():
         fields = {f.name: f.default for f in dataclasses.fields(config)}
         # None there (the CLI's "not given" for lists, or 0 for "all examples"), () / None here
         unset = {"prior_dirs", "kernel_dirs", "inits", "seeds", "methods", "splits", "scales",
-                 "dwp_kernel_batch", "normal_std"}  # fmt: skip
+                 "dwp_kernel_batch", "normal_std", "ood"}  # fmt: skip
         if command in (experiment_convergence, experiment_features, experiment_classification):
             unset.add("examples")
         shared = set(params) & set(fields) - unset

@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -224,3 +225,55 @@ def test_bnn_eval(tmp_path, capsys):
     (run / "result.json").rename(run / "result.json.bak")
     assert main(["bnn", "eval", str(run), "--data-root", str(data)]) == 2
     assert "is not a finished Bayesian CNN run" in capsys.readouterr().err
+
+
+def test_classification_sweep_records_uncertainty(tmp_path, capsys):
+    import csv
+
+    from dwp.cli import main
+
+    from conftest import make_cifar, make_idx_set
+
+    data, out = tmp_path / "data", tmp_path / "cls"
+    make_idx_set(data, n_train=40, n_test=30)
+    make_idx_set(data / "fashion-mnist", n_train=20, n_test=30, seed=5)
+    args = ["experiment", "classification", "--out", str(out), "--dataset", "mnist",
+            "--data-root", str(data), "--hidden", "4", "8", "--examples", "10", "--splits", "0",
+            "1", "--epochs", "2", "--methods", "normal", "l2-xavier", "ensemble",
+            "--ensemble-size", "2", "--ood", "fashion-mnist", "--shift", "rotate", "--device",
+            "cpu", "--jobs", "1"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "AUROC fashion-mnist (MI)" in printed and "acc 60°" in printed
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for r in rows:
+        for k in ("brier", "ece", "adaptive_ece", "auroc_fashion-mnist_mutual_info",
+                  "fpr95_fashion-mnist_max_prob", "acc_rot60", "ece_rot180"):  # fmt: skip
+            assert 0 <= float(r[k]) <= 2, (r["method"], k)
+    # one net has no epistemic part: its mutual information is 0 everywhere (AUROC 0.5)
+    l2 = [r for r in rows if r["method"] == "l2-xavier"]
+    assert all(float(r["auroc_fashion-mnist_mutual_info"]) == 0.5 for r in l2)
+    summary = json.loads((out / "summary.json").read_text())["rows"]
+    ens = next(s for s in summary if s["method"] == "ensemble")
+    want = statistics.fmean(float(r["acc_rot60"]) for r in rows if r["method"] == "ensemble")
+    assert ens["acc_rot60_mean"] == pytest.approx(want, abs=1e-6)
+    for fig in ("accuracy.png", "reliability.png", "rotation.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    u = json.loads((out / "runs" / "normal-n10-s0" / "uncertainty.json").read_text())
+    assert u["samples"] == 10 and list(u["ood"]) == ["fashion-mnist"]
+    # read back, not evaluated again; a lost deterministic evaluation is made again, equal
+    lost = out / "runs" / "l2-xavier-n10-s1.uncertainty.json"
+    first = json.loads(lost.read_text())
+    lost.unlink()
+    stamp = (out / "runs" / "normal-n10-s0" / "uncertainty.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "runs" / "normal-n10-s0" / "uncertainty.json").stat().st_mtime_ns == stamp
+    assert json.loads(lost.read_text()) == first
+    # an out-of-distribution set of another shape: one line, before any run
+    make_cifar(data, "cifar10", 10, 10)
+    capsys.readouterr()
+    bad = [a if a != "fashion-mnist" else "cifar10" for a in args]
+    assert main(bad) == 2
+    assert "out-of-distribution set cifar10" in capsys.readouterr().err

@@ -45,6 +45,7 @@ __all__ = [
     "PriorScale",
     "PriorTrainConfig",
     "Sampling",
+    "Shift",
     "SourceConfig",
     "check_init_sources",
     "cifarnet_hidden",
@@ -119,6 +120,13 @@ class Sampling(StrEnum):
     """Local reparameterization: fresh pre-activation noise per example (the paper's)."""
     weight = "weight"
     """One weight draw per batch, shared by its examples: one conv per layer, not two."""
+
+
+class Shift(StrEnum):
+    """A dataset shift of the uncertainty evaluation."""
+
+    rotate = "rotate"
+    """The test images rotated by 0, 15, ..., 180 degrees (:data:`dwp.data.shift.ROTATIONS`)."""
 
 
 class Init(StrEnum):
@@ -562,6 +570,10 @@ class ClassificationConfig:
     l2: float = 1e-3  # weight of the sum of squares of the conv parameters (mean cross-entropy)
     ensemble_size: int = 5  # nets of the ``ensemble`` method
     ens_samples: int = 10
+    # the uncertainty evaluation of every run (none by default): out-of-distribution sets
+    # (catalog names) and rotation angles of the test images (degrees)
+    ood: tuple[str, ...] = ()
+    rotations: tuple[float, ...] = ()
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
     format_version: int = field(default=EXPERIMENT_FORMAT_VERSION)
 
@@ -569,6 +581,8 @@ class ClassificationConfig:
         self.examples = _ints(self.examples)
         self.splits = _ints(self.splits)
         self.methods = tuple(str(m) for m in self.methods)
+        self.ood = tuple(dict.fromkeys(str(o) for o in self.ood))
+        self.rotations = tuple(float(a) for a in self.rotations)
         self.hidden = _ints(self.hidden)
         self.prior_dirs = _paths(self.prior_dirs)
         self.prior_scale = _choice(PriorScale, self.prior_scale, "prior_scale")
@@ -599,7 +613,8 @@ class ClassificationConfig:
             )
 
     def to_dict(self) -> dict:
-        return _lists(asdict(self), ("examples", "splits", "methods", "hidden", "prior_dirs"))
+        return _lists(asdict(self), ("examples", "splits", "methods", "hidden", "prior_dirs",
+                                     "ood", "rotations"))  # fmt: skip
 
     def tasks(self) -> list[dict]:
         """Every (method, examples, split) run, split by split (the smallest sets first within

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from dwp.config import (
     PriorKind,
     PriorScale,
     Sampling,
+    Shift,
 )
 from dwp.errors import DWPError
 
@@ -228,12 +228,6 @@ def bnn_train(
         f"1-sample {r['sample_acc']:.4f}, means {r['det_acc']:.4f}, NLL {r['nll']:.4f}, "
         f"ECE {r['ece']:.4f}; {r['wall_s']:.0f}s"
     )
-
-
-class Shift(StrEnum):
-    """Dataset shifts of ``dwp bnn eval``."""
-
-    rotate = "rotate"  # the test images rotated by 0, 15, ..., 180 degrees
 
 
 @app.command("eval")

@@ -44,6 +44,7 @@ from dwp.config import (
     Method,
     PriorScale,
     Sampling,
+    Shift,
     resolve_arch,
 )
 from dwp.tables import mean_sd
@@ -195,6 +196,24 @@ def experiment_classification(
             "the time a step from 200 examples on).",
         ),
     ] = Sampling(ClassificationConfig.sampling),
+    ensemble_size: Annotated[
+        int, typer.Option(min=1, help="Nets of the ensemble method (--methods ensemble).")
+    ] = ClassificationConfig.ensemble_size,
+    ood: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ood",
+            help="Evaluate every run's out-of-distribution detection against this catalog "
+            "dataset (e.g. letters, the priors' source domain; fashion-mnist); repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+    shift: Annotated[
+        Shift | None,
+        typer.Option(
+            help="Evaluate every run under this shift: rotate (0..180 degrees).", show_default=False
+        ),
+    ] = None,
     executor_kind: ExecutorOpt = ExecutorKind.local,
     jobs: JobsOpt = 0,
     address: AddressOpt = None,
@@ -206,6 +225,7 @@ def experiment_classification(
     Finished runs are read back; a killed sweep resumes."""
     from dwp.config import KERNEL_PRIOR_METHODS
     from dwp.data import DATASETS
+    from dwp.data.shift import ROTATIONS
     from dwp.device import resolve_device
     from dwp.experiments import run_classification
 
@@ -216,7 +236,8 @@ def experiment_classification(
     config = ClassificationConfig(
         dataset=dataset, epochs=epochs, hidden=widths(hidden, width_scale), arch=arch.value,
         lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2, prior_scale=prior_scale.value,
-        sampling=sampling.value,
+        sampling=sampling.value, ensemble_size=ensemble_size, ood=tuple(ood or ()),
+        rotations=ROTATIONS if shift is Shift.rotate else (),
         dwp_kernel_batch=kernel_batch(methods is None or Method.dwp in methods,
                                       dwp_kernel_batch, exact,
                                       ClassificationConfig.dwp_kernel_batch),
@@ -236,7 +257,30 @@ def experiment_classification(
                ([r["examples"], r["method"], mean_sd(r["acc_mean"], r["acc_std"], 4),
                  f"{r['nll_mean']:.3f}", r["runs"],
                  "-" if r["paper"] is None else f"{r['paper']:.3f}"] for r in rows))  # fmt: skip
-    typer.echo(f"figure: {out / 'accuracy.png'}")
+    figures = ["accuracy.png"]
+    if config.ood or config.rotations:
+        cols = uncertainty_columns(config.ood, config.rotations)
+        typer.echo("")
+        echo_table(["examples", "method", *cols],
+                   ([r["examples"], r["method"], *(f"{r[k]:.3f}" if k in r else "-"
+                                                    for k in cols.values())]
+                    for r in rows))  # fmt: skip
+        figures += ["reliability.png"] + (["rotation.png"] if config.rotations else [])
+    typer.echo(f"figures: {', '.join(str(out / f) for f in figures)}")
+
+
+def uncertainty_columns(ood, rotations) -> dict[str, str]:
+    """Column title -> summary key of the uncertainty table: Brier, ECE, the AUROC of two
+    scores per out-of-distribution set, accuracy and ECE at 60 degrees (or the angle nearest)."""
+    cols = {"Brier": "brier_mean", "ECE": "ece_mean"}
+    for name in ood:
+        cols[f"AUROC {name} (MI)"] = f"auroc_{name}_mutual_info_mean"
+        cols[f"AUROC {name} (max p)"] = f"auroc_{name}_max_prob_mean"
+    if rotations:
+        a = min(rotations, key=lambda d: abs(d - 60))
+        cols[f"acc {a:g}°"] = f"acc_rot{a:g}_mean"
+        cols[f"ECE {a:g}°"] = f"ece_rot{a:g}_mean"
+    return cols
 
 
 @app.command("features")

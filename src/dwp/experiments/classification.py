@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from dwp.config import BAYES_METHODS, L2_METHODS, BNNConfig, ClassificationConfig, Init
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
-from dwp.eval import classification_metrics, predict
+from dwp.eval import OOD_SCORES, classification_metrics, predict
 from dwp.io import (
     check_finite,
     check_same_config,
@@ -46,7 +46,7 @@ from dwp.nn import (
     resolve_arch,
 )
 from dwp.priors import DeepWeightPrior, check_per_layer, data_scales, scaled_priors
-from dwp.train.bnn import train_bnn
+from dwp.train.bnn import UNCERTAINTY, train_bnn
 from dwp.train.loop import adam_linear_decay
 
 from .paper import paper_classification
@@ -65,8 +65,9 @@ __all__ = [
 DETERMINISTIC_METHODS = (*L2_METHODS, "ensemble")
 #: Member m of an ensemble starts from seed split + m * this.
 ENSEMBLE_SEED_STRIDE = 7919
-#: The keys of a sweep's config that choose its runs rather than how each run trains.
-GRID = ("examples", "splits", "methods")
+#: The keys of a sweep's config that choose its runs, or what is measured of them, rather than
+#: how each run trains.
+GRID = ("examples", "splits", "methods", "ood", "rotations")
 #: What a sweep config written before a key existed did.
 LEGACY_SWEEP = {"sampling": "local", "ensemble_size": 5}
 
@@ -165,22 +166,84 @@ def run_one(
     config: ClassificationConfig, task: dict, *, out: str | Path, device="cpu", data_root=None
 ) -> dict:
     """Run (or read back) one task of the sweep; returns its row: method, examples, split,
-    acc (the 10-sample ensemble's for Bayesian nets), nll, wall_s."""
+    acc (the 10-sample ensemble's for Bayesian nets), nll, wall_s, and with ``config.ood`` or
+    ``config.rotations`` the uncertainty figures of :func:`uncertainty_row`."""
     out = Path(out)
     name = run_name(task)
+    model = None
     if task["method"] in DETERMINISTIC_METHODS:
         path = out / "runs" / f"{name}.json"
         if path.is_file():
             res = read_json(path)
             check_finite(res, f"{path} is not a valid result (delete it to re-run the run)")
         else:
-            res = train_l2_net(config, task, device, data_root)
+            res = train_l2_net(config, task, device, data_root, return_model=True)
+            model = res.pop("model")
             write_json(path, res)
         acc = res["acc"]
     else:
         res = train_bnn(_bnn_config(config, task), out / "runs" / name, device, data_root)
         acc = res["ens_acc"]
-    return {**task, "acc": acc, "nll": res["nll"], "wall_s": res["wall_s"]}
+    row = {**task, "acc": acc, "nll": res["nll"], "wall_s": res["wall_s"]}
+    if config.ood or config.rotations:
+        u = _uncertainty(config, task, out, device, data_root, model)
+        row.update(uncertainty_row(u), reliability=u["test"]["reliability"])
+    return row
+
+
+def _uncertainty_path(out: Path, task: dict) -> Path:
+    name = run_name(task)
+    if task["method"] in DETERMINISTIC_METHODS:
+        return out / "runs" / f"{name}.uncertainty.json"
+    return out / "runs" / name / UNCERTAINTY
+
+
+def _uncertainty(config, task, out: Path, device, data_root, model=None) -> dict:
+    """The run's uncertainty evaluation: read back when it was made with the sweep's settings,
+    else made (a deterministic net whose model is gone is trained again: it is seeded)."""
+    from dwp.data.shift import ood_images
+    from dwp.eval import evaluate_uncertainty
+    from dwp.train.bnn import evaluate_run
+
+    deterministic = task["method"] in DETERMINISTIC_METHODS
+    samples = 1 if deterministic else config.ens_samples  # an ensemble: one per member
+    path = _uncertainty_path(out, task)
+    if path.is_file():
+        u = read_json(path)
+        made = (list(u.get("ood", {})), [r["degrees"] for r in u.get("rotation", [])],
+                u.get("samples"))  # fmt: skip
+        if made == (list(config.ood), list(config.rotations), samples):
+            return u
+    if not deterministic:
+        return evaluate_run(out / "runs" / run_name(task), config.ood, config.rotations,
+                            samples, 0, device=device, data_root=data_root)  # fmt: skip
+    if model is None:
+        model = train_l2_net(config, task, device, data_root, return_model=True)["model"]
+    ds = load_dataset(config.dataset, data_root)
+    shape = tuple(int(v) for v in ds.test.images.shape[1:])
+    sets = {n: ood_images(n, shape, len(ds.test), data_root) for n in config.ood}
+    u = evaluate_uncertainty(model, ds.test, ood=sets, rotations=config.rotations,
+                             samples=samples, seed=0)  # fmt: skip
+    u = {"method": task["method"], "examples": task["examples"], "split_seed": task["split"], **u}
+    write_json(path, u)
+    return u
+
+
+def uncertainty_row(u: dict) -> dict:
+    """The flat figures of an uncertainty evaluation (:func:`dwp.eval.evaluate_uncertainty`)
+    for a sweep's row: ``brier``, ``ece``, ``adaptive_ece`` of the test set; per
+    out-of-distribution set S and score K ``auroc_S_K``, ``aupr_S_K``, ``fpr95_S_K``; per
+    rotation angle A ``acc_rotA``, ``nll_rotA``, ``ece_rotA``."""
+    t = u["test"]
+    row = {"brier": t["brier"], "ece": t["ece"], "adaptive_ece": t["adaptive_ece"]}
+    for name, d in u["ood"].items():
+        for score in OOD_SCORES:
+            for k in ("auroc", "aupr", "fpr95"):
+                row[f"{k}_{name}_{score}"] = d[score][k]
+    for r in u["rotation"]:
+        for k in ("acc", "nll", "ece"):
+            row[f"{k}_rot{r['degrees']:g}"] = r[k]
+    return row
 
 
 def _check_priors_fit(config: ClassificationConfig, tasks: list[dict]) -> None:
@@ -196,6 +259,18 @@ def _check_priors_fit(config: ClassificationConfig, tasks: list[dict]) -> None:
     channels, size = DATASETS[config.dataset].shape
     for method in sorted({"gaussian" if t["method"] == "gaussian" else "dwp" for t in uses}):
         build_bnn(_bnn_config(config, {**uses[0], "method": method}), channels, 10, size)
+
+
+def _check_ood_sets(config: ClassificationConfig, data_root) -> None:
+    """Out-of-distribution sets that do not exist or do not fit the target fail before any
+    run."""
+    if not config.ood:
+        return
+    from dwp.data.shift import ood_images
+
+    shape = tuple(int(v) for v in load_dataset(config.dataset, data_root).test.images.shape[1:])
+    for name in config.ood:
+        ood_images(name, shape, 1, data_root)
 
 
 def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:
@@ -215,8 +290,18 @@ def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:
             "nll_mean": statistics.fmean(r["nll"] for r in rs),
             "wall_s_mean": statistics.fmean(r["wall_s"] for r in rs),
             "paper": paper, "diff": None if paper is None else mean - paper,
+            **{f"{k}_mean": statistics.fmean(r[k] for r in rs) for k in _extra_keys(rs)},
         })  # fmt: skip
     return out
+
+
+_ROW_KEYS = ("method", "examples", "split", "acc", "nll", "wall_s")
+
+
+def _extra_keys(rows: list[dict]) -> list[str]:
+    """The uncertainty figures every one of ``rows`` has, in their first row's order."""
+    keys = [k for k, v in rows[0].items() if k not in _ROW_KEYS and isinstance(v, float | int)]
+    return [k for k in keys if all(k in r for r in rows)]
 
 
 def run_classification(
@@ -246,6 +331,7 @@ def _run_classification(config, out, device, data_root, on_run, executor):
     check_same_config(out, config.to_dict(), "an experiment", legacy=LEGACY_SWEEP, ignore=GRID)
     tasks = config.tasks()
     _check_priors_fit(config, tasks)
+    _check_ood_sets(config, data_root)
     write_json(out / "config.json", config.to_dict())
     job = partial(run_one, config, out=out, device=str(device), data_root=data_root)
     finished = 0
@@ -260,12 +346,17 @@ def _run_classification(config, out, device, data_root, on_run, executor):
     rows = [r for r in results if r is not None]
     if not rows:
         raise error
-    write_csv(out / "results.csv", ["method", "examples", "split", "acc", "nll", "wall_s"],
+    extra = _extra_keys(rows)
+    write_csv(out / "results.csv", [*_ROW_KEYS, *extra],
               ([r["method"], r["examples"], r["split"], f"{r['acc']:.6f}", f"{r['nll']:.6f}",
-                f"{r['wall_s']:.2f}"] for r in rows))  # fmt: skip
+                f"{r['wall_s']:.2f}", *(f"{r[k]:.6f}" for k in extra)]
+               for r in rows))  # fmt: skip
     summary = summarise_classification(rows, config.dataset)
     write_json(out / "summary.json", {"dataset": config.dataset, "rows": summary})
     from dwp.plots import accuracy_vs_examples
+
+    if config.ood or config.rotations:
+        _uncertainty_figures(config, rows, out)
 
     ds_note = f"{config.dataset}, splits {_ranges(config.splits)}"
     accuracy_vs_examples(
@@ -278,6 +369,45 @@ def _run_classification(config, out, device, data_root, on_run, executor):
     if error is not None:
         raise error
     return summary
+
+
+def _pool_bins(runs: list[list[dict]]) -> list[dict]:
+    """The reliability bins of several runs as one set of predictions: counts added, mean
+    confidence and accuracy weighted by the counts."""
+    pooled = []
+    for b in zip(*runs, strict=True):
+        count = sum(x["count"] for x in b)
+
+        def mean(key: str, b=b, count=count) -> float | None:
+            return sum(x[key] * x["count"] for x in b if x["count"]) / count if count else None
+
+        pooled.append({"lower": b[0]["lower"], "upper": b[0]["upper"], "count": count,
+                       "confidence": mean("confidence"), "accuracy": mean("accuracy")})  # fmt: skip
+    return pooled
+
+
+def _uncertainty_figures(config: ClassificationConfig, rows: list[dict], out: Path) -> None:
+    """``reliability.png`` (a panel per method, the bins of its runs at the smallest size
+    pooled over splits) and, with rotations, ``rotation.png`` (accuracy and ECE against the
+    angle per method at that size, the mean over splits)."""
+    from dwp.plots import reliability_diagram, rotation_curves
+
+    n = min(r["examples"] for r in rows if "reliability" in r)
+    at_n = [r for r in rows if r["examples"] == n and "reliability" in r]
+    methods = list(dict.fromkeys(r["method"] for r in at_n))
+    pooled = {m: _pool_bins([r["reliability"] for r in at_n if r["method"] == m])
+              for m in methods}  # fmt: skip
+    splits = sorted({r["split"] for r in at_n})
+    caption = (f"{config.dataset}, {n} training examples, splits {_ranges(tuple(splits))} "
+               f"pooled; Bayesian nets: {config.ens_samples} weight draws")  # fmt: skip
+    bins = len(next(iter(pooled.values())))
+    reliability_diagram(pooled, out / "reliability.png", caption, bins)
+    if config.rotations:
+        curves = {m: [{"degrees": a, **{k: statistics.fmean(r[f"{k}_rot{a:g}"] for r in at_n
+                                                          if r["method"] == m)
+                                       for k in ("acc", "ece")}} for a in config.rotations]
+                  for m in methods}  # fmt: skip
+        rotation_curves(curves, out / "rotation.png", caption.replace(" pooled", ", mean"))
 
 
 def _ranges(values: tuple[int, ...]) -> str:
