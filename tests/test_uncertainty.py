@@ -212,6 +212,13 @@ def test_bnn_eval(tmp_path, capsys):
     # the same seed gives the same numbers
     again = json.loads((run / "uncertainty.json").read_text())
     assert main(args) == 0 and json.loads((run / "uncertainty.json").read_text()) == again
+    # `dwp bnn summary` gains the main columns
+    capsys.readouterr()
+    assert main(["bnn", "summary", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert "| AUROC fashion-mnist (MI) |" in table and "| acc 60° | ECE 60° |" in table
+    auroc = res["ood"]["fashion-mnist"]["mutual_info"]["auroc"]
+    assert f"| {auroc:.3f} |" in table
     # bad input: one line each, nothing written
     make_cifar(data, "cifar10", 10, 10)
     for extra, msg in (

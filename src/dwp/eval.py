@@ -28,10 +28,12 @@ __all__ = [
     "evaluate_bnn",
     "evaluate_uncertainty",
     "expected_calibration_error",
+    "flat_uncertainty",
     "ood_detection",
     "predict",
     "predict_proba",
     "reliability",
+    "uncertainty_columns",
     "uncertainty_scores",
 ]
 
@@ -375,3 +377,35 @@ def _as_images_and_labels(data) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, tuple | list) and len(data) == 2:
         return data[0], torch.as_tensor(data[1]).long()
     raise DWPError("expected a labelled test set: an ImageSet or a pair (images, labels)")
+
+
+def flat_uncertainty(u: dict) -> dict:
+    """The figures of an uncertainty evaluation (:func:`evaluate_uncertainty`) as one flat
+    dict, for tables: ``brier``, ``ece``, ``adaptive_ece`` of the test set; per
+    out-of-distribution set S and score K ``auroc_S_K``, ``aupr_S_K``, ``fpr95_S_K``; per
+    rotation angle A ``acc_rotA``, ``nll_rotA``, ``ece_rotA``."""
+    t = u["test"]
+    row = {"brier": t["brier"], "ece": t["ece"], "adaptive_ece": t["adaptive_ece"]}
+    for name, d in u["ood"].items():
+        for score in OOD_SCORES:
+            for k in ("auroc", "aupr", "fpr95"):
+                row[f"{k}_{name}_{score}"] = d[score][k]
+    for r in u["rotation"]:
+        for k in ("acc", "nll", "ece"):
+            row[f"{k}_rot{r['degrees']:g}"] = r[k]
+    return row
+
+
+def uncertainty_columns(ood: Sequence[str], rotations: Sequence[float]) -> dict[str, str]:
+    """The main columns of an uncertainty table, title -> key of :func:`flat_uncertainty`:
+    Brier, ECE, the AUROC of the mutual information and of the max probability per
+    out-of-distribution set, accuracy and ECE at 60 degrees (or the angle nearest it)."""
+    cols = {"Brier": "brier", "ECE": "ece"}
+    for name in ood:
+        cols[f"AUROC {name} (MI)"] = f"auroc_{name}_mutual_info"
+        cols[f"AUROC {name} (max p)"] = f"auroc_{name}_max_prob"
+    if rotations:
+        a = min(rotations, key=lambda d: abs(d - 60))
+        cols[f"acc {a:g}°"] = f"acc_rot{a:g}"
+        cols[f"ECE {a:g}°"] = f"ece_rot{a:g}"
+    return cols

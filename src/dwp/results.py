@@ -23,7 +23,8 @@ _LABELS = {"prior_dirs": "priors", "kernel_dirs": "kernels"}
 
 def find_bnn_runs(paths: list[str | Path]) -> list[dict]:
     """Every finished run under ``paths`` (run directories, or folders searched recursively),
-    as ``{"run", "config", "result"}`` dicts sorted by run path; unfinished runs are skipped."""
+    as ``{"run", "config", "result", "uncertainty"}`` dicts (the last None for a run that
+    ``dwp bnn eval`` has not evaluated) sorted by run path; unfinished runs are skipped."""
     runs = []
     for p in map(Path, paths):
         if not p.exists():
@@ -31,7 +32,9 @@ def find_bnn_runs(paths: list[str | Path]) -> list[dict]:
         results = [p / "result.json"] if (p / "result.json").is_file() else p.rglob("result.json")
         for r in results:
             result, config = read_json(r), read_json(r.parent / "config.json")
-            runs.append({"run": str(r.parent), "config": config, "result": result})
+            u = r.parent / "uncertainty.json"  # `dwp bnn eval` made one
+            runs.append({"run": str(r.parent), "config": config, "result": result,
+                         "uncertainty": read_json(u) if u.is_file() else None})  # fmt: skip
     return sorted(runs, key=lambda x: x["run"])
 
 
@@ -82,15 +85,37 @@ def bnn_summary(runs: list[dict]) -> list[dict]:
             "mean_nll": statistics.fmean(nll),
             "mean_kl": None if None in kls else statistics.fmean(kls),
             "wall_s": statistics.median(m["result"]["wall_s"] for m in members),
+            "uncertainty": _mean_uncertainty(members),
         })  # fmt: skip
     return rows
 
 
+def _mean_uncertainty(members: list[dict]) -> dict | None:
+    """The means over the runs of their uncertainty figures (the main columns of
+    :func:`dwp.eval.uncertainty_columns`, title -> mean), when every run was evaluated alike."""
+    from dwp.eval import flat_uncertainty, uncertainty_columns
+
+    us = [m.get("uncertainty") for m in members]
+    if not us or None in us:
+        return None
+    ood = list(us[0]["ood"])
+    rotations = [r["degrees"] for r in us[0]["rotation"]]
+    if any(list(u["ood"]) != ood or [r["degrees"] for r in u["rotation"]] != rotations
+           for u in us):  # fmt: skip
+        return None
+    flats = [flat_uncertainty(u) for u in us]
+    return {title: statistics.fmean(f[key] for f in flats)
+            for title, key in uncertainty_columns(ood, rotations).items()}  # fmt: skip
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """The summary as a Markdown table (accuracy / NLL per split, then the means)."""
+    """The summary as a Markdown table (accuracy / NLL per split, then the means; then the
+    uncertainty columns of rows whose runs `dwp bnn eval` evaluated alike)."""
     splits = sorted({s for r in rows for s in r["splits"]})
     head = ["dataset", "prior", "init", "examples", "epochs"] + [f"split {s}" for s in splits]
     head += ["mean acc (± sd)", "mean NLL", "final KL", "wall s / run"]
+    extra = list(dict.fromkeys(k for r in rows for k in (r.get("uncertainty") or {})))
+    head += extra
     cells = []
     for r in rows:
         by_split = dict(zip(r["splits"], zip(r["ens_acc"], r["nll"], strict=True), strict=True))
@@ -107,6 +132,8 @@ def markdown_table(rows: list[dict]) -> str:
         kl = "-" if r.get("mean_kl") is None else f"{r['mean_kl']:.0f}"
         row += [f"{r['mean_acc']:.4f} ± {r['std_acc']:.3f}", f"{r['mean_nll']:.3f}", kl,
                 f"{r['wall_s']:.0f}"]  # fmt: skip
+        u = r.get("uncertainty") or {}
+        row += [f"{u[k]:.3f}" if k in u else "-" for k in extra]
         cells.append(row)
     return tables.markdown_table(head, cells)
 

@@ -259,28 +259,16 @@ def experiment_classification(
                  "-" if r["paper"] is None else f"{r['paper']:.3f}"] for r in rows))  # fmt: skip
     figures = ["accuracy.png"]
     if config.ood or config.rotations:
+        from dwp.eval import uncertainty_columns
+
         cols = uncertainty_columns(config.ood, config.rotations)
         typer.echo("")
         echo_table(["examples", "method", *cols],
-                   ([r["examples"], r["method"], *(f"{r[k]:.3f}" if k in r else "-"
-                                                    for k in cols.values())]
+                   ([r["examples"], r["method"], *(f"{r[k + '_mean']:.3f}" if k + "_mean" in r
+                                                    else "-" for k in cols.values())]
                     for r in rows))  # fmt: skip
         figures += ["reliability.png"] + (["rotation.png"] if config.rotations else [])
     typer.echo(f"figures: {', '.join(str(out / f) for f in figures)}")
-
-
-def uncertainty_columns(ood, rotations) -> dict[str, str]:
-    """Column title -> summary key of the uncertainty table: Brier, ECE, the AUROC of two
-    scores per out-of-distribution set, accuracy and ECE at 60 degrees (or the angle nearest)."""
-    cols = {"Brier": "brier_mean", "ECE": "ece_mean"}
-    for name in ood:
-        cols[f"AUROC {name} (MI)"] = f"auroc_{name}_mutual_info_mean"
-        cols[f"AUROC {name} (max p)"] = f"auroc_{name}_max_prob_mean"
-    if rotations:
-        a = min(rotations, key=lambda d: abs(d - 60))
-        cols[f"acc {a:g}°"] = f"acc_rot{a:g}_mean"
-        cols[f"ECE {a:g}°"] = f"ece_rot{a:g}_mean"
-    return cols
 
 
 @app.command("features")

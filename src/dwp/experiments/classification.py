@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from dwp.config import BAYES_METHODS, L2_METHODS, BNNConfig, ClassificationConfig, Init
 from dwp.data import few_shot, load_dataset
 from dwp.errors import DWPError
-from dwp.eval import OOD_SCORES, classification_metrics, predict
+from dwp.eval import classification_metrics, flat_uncertainty, predict
 from dwp.io import (
     check_finite,
     check_same_config,
@@ -167,7 +167,7 @@ def run_one(
 ) -> dict:
     """Run (or read back) one task of the sweep; returns its row: method, examples, split,
     acc (the 10-sample ensemble's for Bayesian nets), nll, wall_s, and with ``config.ood`` or
-    ``config.rotations`` the uncertainty figures of :func:`uncertainty_row`."""
+    ``config.rotations`` the uncertainty figures of :func:`dwp.eval.flat_uncertainty`."""
     out = Path(out)
     name = run_name(task)
     model = None
@@ -187,7 +187,7 @@ def run_one(
     row = {**task, "acc": acc, "nll": res["nll"], "wall_s": res["wall_s"]}
     if config.ood or config.rotations:
         u = _uncertainty(config, task, out, device, data_root, model)
-        row.update(uncertainty_row(u), reliability=u["test"]["reliability"])
+        row.update(flat_uncertainty(u), reliability=u["test"]["reliability"])
     return row
 
 
@@ -227,23 +227,6 @@ def _uncertainty(config, task, out: Path, device, data_root, model=None) -> dict
     u = {"method": task["method"], "examples": task["examples"], "split_seed": task["split"], **u}
     write_json(path, u)
     return u
-
-
-def uncertainty_row(u: dict) -> dict:
-    """The flat figures of an uncertainty evaluation (:func:`dwp.eval.evaluate_uncertainty`)
-    for a sweep's row: ``brier``, ``ece``, ``adaptive_ece`` of the test set; per
-    out-of-distribution set S and score K ``auroc_S_K``, ``aupr_S_K``, ``fpr95_S_K``; per
-    rotation angle A ``acc_rotA``, ``nll_rotA``, ``ece_rotA``."""
-    t = u["test"]
-    row = {"brier": t["brier"], "ece": t["ece"], "adaptive_ece": t["adaptive_ece"]}
-    for name, d in u["ood"].items():
-        for score in OOD_SCORES:
-            for k in ("auroc", "aupr", "fpr95"):
-                row[f"{k}_{name}_{score}"] = d[score][k]
-    for r in u["rotation"]:
-        for k in ("acc", "nll", "ece"):
-            row[f"{k}_rot{r['degrees']:g}"] = r[k]
-    return row
 
 
 def _check_priors_fit(config: ClassificationConfig, tasks: list[dict]) -> None:
