@@ -241,7 +241,7 @@ def test_classification_sweep_records_uncertainty(tmp_path, capsys):
 
     from conftest import make_cifar, make_idx_set
 
-    data, out = tmp_path / "data", tmp_path / "cls"
+    data, out = tmp_path / "data", tmp_path / "repro" / "classification"
     make_idx_set(data, n_train=40, n_test=30)
     make_idx_set(data / "fashion-mnist", n_train=20, n_test=30, seed=5)
     args = ["experiment", "classification", "--out", str(out), "--dataset", "mnist",
@@ -278,6 +278,14 @@ def test_classification_sweep_records_uncertainty(tmp_path, capsys):
     assert main(args) == 0
     assert (out / "runs" / "normal-n10-s0" / "uncertainty.json").stat().st_mtime_ns == stamp
     assert json.loads(lost.read_text()) == first
+    # the report shows the main columns and both figures
+    from dwp.report import build_report
+
+    report = build_report(tmp_path / "repro").read_text()
+    section = report.split("### Uncertainty")[1]
+    assert "| AUROC fashion-mnist (MI) |" in section and "ECE with 15 equal-width bins" in section
+    assert "(classification/reliability.png)" in section
+    assert "(classification/rotation.png)" in section
     # an out-of-distribution set of another shape: one line, before any run
     make_cifar(data, "cifar10", 10, 10)
     capsys.readouterr()

@@ -381,11 +381,12 @@ def _as_images_and_labels(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 def flat_uncertainty(u: dict) -> dict:
     """The figures of an uncertainty evaluation (:func:`evaluate_uncertainty`) as one flat
-    dict, for tables: ``brier``, ``ece``, ``adaptive_ece`` of the test set; per
+    dict, for tables: ``brier``, ``ece``, ``adaptive_ece`` (``ece_bins`` bins) of the test set; per
     out-of-distribution set S and score K ``auroc_S_K``, ``aupr_S_K``, ``fpr95_S_K``; per
     rotation angle A ``acc_rotA``, ``nll_rotA``, ``ece_rotA``."""
     t = u["test"]
-    row = {"brier": t["brier"], "ece": t["ece"], "adaptive_ece": t["adaptive_ece"]}
+    row = {"brier": t["brier"], "ece": t["ece"], "adaptive_ece": t["adaptive_ece"],
+           "ece_bins": t["ece_bins"]}  # fmt: skip
     for name, d in u["ood"].items():
         for score in OOD_SCORES:
             for k in ("auroc", "aupr", "fpr95"):

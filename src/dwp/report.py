@@ -205,6 +205,54 @@ def _classification_section(out: Path, preset: str) -> list[str]:
               f"*{preset} preset, {s['dataset']}, splits {cfg.get('splits')}, {cfg.get('epochs')} "
               "epochs: test accuracy against the number of training examples, mean ± sd over "
               "splits; dotted: the paper.*", ""]  # fmt: skip
+    return lines + _uncertainty_lines(out / "classification", s, cfg, preset)
+
+
+def _uncertainty_lines(exp: Path, s: dict, cfg: dict, preset: str) -> list[str]:
+    """The classification runs' uncertainty (when the sweep evaluated it): the main columns
+    per method and size, and the reliability and rotation figures."""
+    from dwp.eval import uncertainty_columns
+
+    ood, rotations = cfg.get("ood") or [], cfg.get("rotations") or []
+    if not (ood or rotations):
+        return []
+    cols = uncertainty_columns(ood, rotations)
+    rows = [r for r in s["rows"] if all(f"{k}_mean" in r for k in cols.values())]
+    if not rows:
+        return []
+    source = (
+        " The letters are the priors' source domain: telling them from digits is what a "
+        "prior learned on letters could make harder."
+        if "letters" in ood
+        else ""
+    )
+    lines = ["### Uncertainty", "",
+             f"Means over splits. ECE with {rows[0].get('ece_bins_mean', 15):.0f} equal-width "
+             "bins; AUROC of an "
+             "out-of-distribution set against the test digits, by the mutual information "
+             "between prediction and weights (MI: the epistemic part) and by 1 - the max "
+             f"probability; accuracy and ECE of the test digits rotated.{source}", "",
+             markdown_table(["examples", "method", *cols],
+                            ([r["examples"], r["method"],
+                              *(f"{r[f'{k}_mean']:.3f}" for k in cols.values())]
+                             for r in rows)), ""]  # fmt: skip
+    n = min(r["examples"] for r in rows)
+    if (exp / "reliability.png").is_file():
+        lines += [
+            "![reliability diagrams](classification/reliability.png)",
+            "",
+            f"*{preset} preset, {n} examples, the splits' test predictions pooled: "
+            "accuracy against confidence per bin; the diagonal is calibration.*",
+            "",
+        ]
+    if (exp / "rotation.png").is_file():
+        lines += [
+            "![accuracy and ECE against rotation](classification/rotation.png)",
+            "",
+            f"*{preset} preset, {n} examples: accuracy and ECE of the test digits rotated "
+            "by 0..180 degrees, mean over splits.*",
+            "",
+        ]
     return lines
 
 
