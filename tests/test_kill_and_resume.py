@@ -306,3 +306,29 @@ def test_ctrl_c_of_a_parallel_sweep_ends_at_once_with_one_line(tiny_priors, tmp_
         "given again"
     ]
     assert not list(out.glob("runs/*/.lock"))  # the workers' runs cleaned up after themselves
+
+
+def test_sigterm_to_a_parallel_sweep_ends_its_workers(tiny_priors, tmp_path):
+    """`kill PID` of the command alone (not its process group) ends it as Ctrl-C does: one
+    line, and no worker process left training on."""
+    out = tmp_path / "cls"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dwp.cli", "experiment", "classification", "--out", str(out),
+         "--dataset", "mnist", "--data-root", tiny_priors["data"], "--examples", "10",
+         "--splits", "0", "1", "--epochs", "100000", "--hidden", "4", "8", "--methods",
+         "normal", "--jobs", "2", "--device", "cpu"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while len(list(out.glob("runs/*/config.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.terminate()  # SIGTERM to the parent only
+    err = _finish(proc, 60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True)
+    alive = [line for line in left.stdout.splitlines() if "<defunct>" not in line]
+    assert alive == [], "worker processes outlived the command"
+    assert not list(out.glob("runs/*/.lock"))

@@ -10,6 +10,7 @@ here imports torch until a command runs, so ``dwp --help`` stays fast.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import traceback
 from typing import Annotated
@@ -168,4 +169,12 @@ def os_error_line(exc: OSError) -> str:
 
 
 def run() -> None:  # console-script wrapper: exit with main's status
+    # a SIGTERM to the command (kill PID, a scheduler's stop) ends it as Ctrl-C does: its worker
+    # processes stopped, its interrupted runs cleaned up, one line; not a silent death that
+    # leaves the workers running on
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt
