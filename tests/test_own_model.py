@@ -245,7 +245,8 @@ def test_fit_predict_save_and_load_a_users_model(digits, tmp_path):
     pred = dwp.predict(model, digits.test, samples=4, seed=0)
     assert pred.per_sample.shape == (4, 30, 10) and pred.probs.shape == (30, 10)
     torch.testing.assert_close(pred.probs.sum(1), torch.ones(30))
-    assert set(pred.metrics) == {"acc", "nll", "ece", "sample_acc"}
+    assert set(pred.metrics) == {"acc", "nll", "brier", "ece", "adaptive_ece", "ece_bins",
+                                 "sample_acc"}  # fmt: skip
     assert torch.equal(dwp.predict(model, digits.test, samples=4, seed=0).probs, pred.probs)
     # a saved model references its priors and holds no VAE weights
     path = save_bayesian(model, tmp_path / "model.pt")
