@@ -301,6 +301,28 @@ class Case:
     expect: str  # a part of the one line: the file or option named and what was expected
 
 
+def _finished_run_and_data(tmp, base) -> tuple[Path, Path]:
+    """A finished tiny run, and a data root that also holds a 32x32 colour set (cifar10)."""
+    data = tmp / "data"
+    shutil.copytree(base["data"], data)
+    make_cifar(data, "cifar10", 10, 10)
+    run = tmp / "run"
+    assert main(_bnn(run, data)) == 0
+    return run, data
+
+
+def _eval(tmp, base, *extra) -> list[str]:
+    run, data = _finished_run_and_data(tmp, base)
+    return ["bnn", "eval", str(run), "--data-root", str(data), "--device", "cpu", *extra]
+
+
+def _sweep_ood(tmp, base, name) -> list[str]:
+    _, data = _finished_run_and_data(tmp, base)
+    return ["experiment", "classification", "--out", str(tmp / "cls"), "--dataset", "mnist",
+            "--data-root", str(data), "--hidden", "4", "8", "--examples", "10", "--splits", "0",
+            "--epochs", "2", "--methods", "normal", "--ood", name, "--device", "cpu"]  # fmt: skip
+
+
 CASES = [
     # --- options and configs
     Case("lr-inf", lambda t, b: _bnn(t / "r", b["data"], "--lr", "inf"), "lr = inf out of range"),
@@ -763,6 +785,26 @@ CASES = [
         "dwp-bad-input-test" if os.geteuid() == 0 else "locked",
     ),
     Case("summary-no-runs", lambda t, b: ["bnn", "summary", str(t)], "no finished runs"),
+    Case(
+        "eval-unfinished-run",
+        lambda t, b: ["bnn", "eval", str(_copy_run(t, b)), "--data-root", b["data"]],
+        "is not a finished Bayesian CNN run (no result.json)",
+    ),
+    Case(
+        "eval-unknown-ood-set",
+        lambda t, b: _eval(t, b, "--ood", "svhn"),
+        "unknown out-of-distribution set 'svhn'",
+    ),
+    Case(
+        "eval-ood-set-of-another-shape",
+        lambda t, b: _eval(t, b, "--ood", "cifar10"),
+        "has images of shape (3, 32, 32), but the model takes (1, 28, 28)",
+    ),
+    Case(
+        "sweep-ood-set-of-another-shape",
+        lambda t, b: _sweep_ood(t, b, "cifar10"),
+        "has images of shape (3, 32, 32), but the model takes (1, 28, 28)",
+    ),
     Case("report-no-results", lambda t, b: ["report", str(t)], "holds no results to report"),
 ]
 

@@ -213,14 +213,14 @@ def ood_detection(in_scores: torch.Tensor, out_scores: torch.Tensor) -> dict:
     out-of-distribution ones), computed by scikit-learn."""
     from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-    a = torch.as_tensor(in_scores).double().flatten().numpy()
-    b = torch.as_tensor(out_scores).double().flatten().numpy()
+    a = torch.as_tensor(in_scores).double().flatten()
+    b = torch.as_tensor(out_scores).double().flatten()
     if len(a) == 0 or len(b) == 0:
         raise DWPError("ood_detection: needs at least one in- and one out-of-distribution score")
-    if not (torch.isfinite(torch.as_tensor(a)).all() and torch.isfinite(torch.as_tensor(b)).all()):
+    s = torch.cat([a, b])
+    if not torch.isfinite(s).all():
         raise DWPError("ood_detection: the scores hold NaN or inf")
-    y = [0] * len(a) + [1] * len(b)
-    s = [*a, *b]
+    y, s = [0] * len(a) + [1] * len(b), s.numpy()
     fpr, tpr, _ = roc_curve(y, s)
     return {"auroc": float(roc_auc_score(y, s)), "aupr": float(average_precision_score(y, s)),
             "fpr95": float(fpr[(tpr >= 0.95).argmax()])}  # fmt: skip

@@ -90,11 +90,11 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
 
 
 def _fit_l2_net(
-    config: ClassificationConfig, task: dict, device: torch.device, data_root, member: int = 0
+    config: ClassificationConfig, task: dict, device: torch.device, ds, member: int = 0
 ) -> tuple[torch.nn.Module, float]:
-    """One deterministic net of ``task`` trained (member ``m`` of an ensemble: init seed
-    split + 7919 m; member 0 is the l2 net of that split), and its training accuracy."""
-    ds = load_dataset(config.dataset, data_root)
+    """One deterministic net of ``task`` trained on dataset ``ds`` (member ``m`` of an
+    ensemble: init seed split + 7919 m; member 0 is the l2 net of that split), and its training
+    accuracy."""
     train = few_shot(ds.train, task["examples"], task["split"])
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     seed = task["split"] + ENSEMBLE_SEED_STRIDE * member
@@ -151,9 +151,9 @@ def train_l2_net(
     t0 = time.perf_counter()
     device = torch.device(device)
     size = config.ensemble_size if task["method"] == "ensemble" else 1
-    fitted = [_fit_l2_net(config, task, device, data_root, m) for m in range(size)]
-    model = DeepEnsemble([m for m, _ in fitted]) if task["method"] == "ensemble" else fitted[0][0]
     ds = load_dataset(config.dataset, data_root)
+    fitted = [_fit_l2_net(config, task, device, ds, m) for m in range(size)]
+    model = DeepEnsemble([m for m, _ in fitted]) if task["method"] == "ensemble" else fitted[0][0]
     probs = predict(model, ds.test.images, samples=1, mode="mean").probs
     res = {**classification_metrics(probs, ds.test.labels),
            "train_acc": statistics.fmean(a for _, a in fitted),
