@@ -311,7 +311,7 @@ def _finished_run_and_data(tmp, base) -> tuple[Path, Path]:
     return run, data
 
 
-def _eval(tmp, base, *extra) -> list[str]:
+def _bnn_eval(tmp, base, *extra) -> list[str]:
     run, data = _finished_run_and_data(tmp, base)
     return ["bnn", "eval", str(run), "--data-root", str(data), "--device", "cpu", *extra]
 
@@ -792,12 +792,12 @@ CASES = [
     ),
     Case(
         "eval-unknown-ood-set",
-        lambda t, b: _eval(t, b, "--ood", "svhn"),
+        lambda t, b: _bnn_eval(t, b, "--ood", "svhn"),
         "unknown out-of-distribution set 'svhn'",
     ),
     Case(
         "eval-ood-set-of-another-shape",
-        lambda t, b: _eval(t, b, "--ood", "cifar10"),
+        lambda t, b: _bnn_eval(t, b, "--ood", "cifar10"),
         "has images of shape (3, 32, 32), but the model takes (1, 28, 28)",
     ),
     Case(
