@@ -170,6 +170,61 @@ def test_rotate_matches_rot90_and_keeps_the_centre():
         rotate(torch.rand(28, 28), 30)
 
 
+def test_subset_is_seeded_and_draws_from_every_class():
+    from dwp.data.shift import subset
+
+    assert torch.equal(subset(5, 5), torch.arange(5)) and torch.equal(subset(5, 9), torch.arange(5))
+    a, b = subset(1000, 300, seed=0), subset(1000, 300, seed=0)
+    assert torch.equal(a, b) and not torch.equal(a, subset(1000, 300, seed=1))
+    assert len(a.unique()) == 300 and torch.equal(a, a.sort().values)
+    labels = torch.arange(1000) // 100  # a test part stored class by class
+    counts = torch.bincount(labels[a], minlength=10)
+    assert (counts >= 15).all()  # the first 300 would hold three classes only
+    with pytest.raises(DWPError, match="n must be >= 1"):
+        subset(10, 0)
+
+
+def test_shift_examples_rotate_one_seeded_subset_at_every_angle():
+    from dwp.data.shift import rotate, subset
+    from dwp.eval import evaluate_uncertainty
+    from dwp.nn import BayesConv2d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        BayesConv2d(1, 3, 3), torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 4)
+    )
+    with torch.no_grad():
+        net[0].log_sigma2.fill_(-2.0)
+    x, y = torch.rand(40, 1, 8, 8), torch.arange(40) % 4
+    u = evaluate_uncertainty(net, (x, y), rotations=(0, 90), samples=3, seed=4,
+                             shift_examples=15)  # fmt: skip
+    assert u["shift_examples"] == 15
+    keep = subset(40, 15, seed=4)
+    full = predict(net, x, 3, seed=4)  # the test pass: its draws serve the 0-degree row
+    at0 = classification_metrics(full.probs[keep], y[keep], 15)
+    assert u["rotation"][0]["acc"] == at0["acc"]
+    assert u["rotation"][0]["nll"] == pytest.approx(at0["nll"], rel=1e-12)
+    turned = predict(net, rotate(x[keep], 90), 3, seed=4)
+    at90 = classification_metrics(turned.probs, y[keep], 15)
+    assert u["rotation"][1]["nll"] == pytest.approx(at90["nll"], rel=1e-12)
+    assert u["test"]["nll"] == pytest.approx(
+        classification_metrics(full.probs, y, 15)["nll"], rel=1e-12
+    )
+    with pytest.raises(DWPError, match="shift_examples must be >= 1"):
+        evaluate_uncertainty(net, (x, y), rotations=(90,), samples=2, shift_examples=0)
+
+
+def test_ood_images_subset_is_seeded(tmp_path):
+    from dwp.data.shift import ood_images, subset
+
+    from conftest import make_idx_set
+
+    make_idx_set(tmp_path / "fashion-mnist", n_train=10, n_test=30, seed=5)
+    every = ood_images("fashion-mnist", (1, 28, 28), None, tmp_path)
+    some = ood_images("fashion-mnist", (1, 28, 28), 12, tmp_path, seed=3)
+    assert len(every) == 30 and torch.equal(some, every[subset(30, 12, seed=3)])
+
+
 def _tiny_run(tmp_path, data):
     from dwp.cli import main
 
@@ -229,6 +284,11 @@ def test_bnn_eval(tmp_path, capsys):
         assert main(["bnn", "eval", str(run), "--data-root", str(data), *extra]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1
+    # a seeded subset of the test images is rotated
+    assert main([*args, "--shift-examples", "12"]) == 0
+    sub = json.loads((run / "uncertainty.json").read_text())
+    assert sub["shift_examples"] == 12 and sub["test"] == again["test"]
+    assert sum(b["count"] for b in sub["test"]["reliability"]) == 30
     (run / "result.json").rename(run / "result.json.bak")
     assert main(["bnn", "eval", str(run), "--data-root", str(data)]) == 2
     assert "is not a finished Bayesian CNN run" in capsys.readouterr().err
@@ -286,6 +346,11 @@ def test_classification_sweep_records_uncertainty(tmp_path, capsys):
     assert "| AUROC fashion-mnist (MI) |" in section and "ECE with 15 equal-width bins" in section
     assert "(classification/reliability.png)" in section
     assert "(classification/rotation.png)" in section
+    # another count of rotated images: the evaluations are made again, the runs read back
+    assert main([*args, "--shift-examples", "12"]) == 0
+    u = json.loads((out / "runs" / "normal-n10-s0" / "uncertainty.json").read_text())
+    assert u["shift_examples"] == 12
+    assert json.loads((out / "config.json").read_text())["shift_examples"] == 12
     # an out-of-distribution set of another shape: one line, before any run
     make_cifar(data, "cifar10", 10, 10)
     capsys.readouterr()

@@ -336,6 +336,7 @@ def evaluate_uncertainty(
     seed: int = 0,
     bins: int = 15,
     batch_size: int = 1000,
+    shift_examples: int | None = None,
 ) -> dict:
     """Accuracy and uncertainty of a (Bayesian) classifier, each set through :func:`predict`
     with ``samples`` weight draws pinned by ``seed``:
@@ -344,15 +345,21 @@ def evaluate_uncertainty(
     ``reliability`` diagram; ``ood``: per out-of-distribution set (name -> images) its size
     and, per score of :data:`OOD_SCORES`, :func:`ood_detection` of the test images (negatives)
     against the set's (positives); ``rotation``: per angle (degrees) the metrics of the test
-    images rotated (:func:`dwp.data.shift.rotate`). Also ``samples``, ``seed`` and ``bins``."""
-    from dwp.data.shift import rotate
+    images rotated (:func:`dwp.data.shift.rotate`): all of them, or ``shift_examples`` drawn
+    by ``seed`` (:func:`dwp.data.shift.subset`; the same ones at every angle). A multiple of
+    360 degrees reuses the test set's predictions. Also ``samples``, ``seed``, ``bins`` and
+    ``shift_examples`` (None: all test images)."""
+    from dwp.data.shift import rotate, subset
 
     x, y = _as_images_and_labels(test)
     pred = predict(model, x, samples, labels=y, seed=seed, batch_size=batch_size)
     metrics = classification_metrics(pred.probs, y, bins)
     metrics["sample_acc"] = pred.metrics["sample_acc"]
     in_scores = pred.scores
-    out: dict = {"samples": samples, "seed": seed, "bins": bins,
+    if shift_examples is not None and shift_examples < 1:
+        raise DWPError(f"shift_examples must be >= 1, got {shift_examples}")
+    keep = subset(len(x), len(x) if shift_examples is None else shift_examples, seed)
+    out: dict = {"samples": samples, "seed": seed, "bins": bins, "shift_examples": shift_examples,
                  "test": {**metrics, "reliability": reliability(pred.probs, y, bins)["rows"]},
                  "ood": {}, "rotation": []}  # fmt: skip
     for name, images in (ood or {}).items():
@@ -363,11 +370,15 @@ def evaluate_uncertainty(
         scores = predict(model, images, samples, seed=seed, batch_size=batch_size).scores
         out["ood"][name] = {"n": len(images), **{
             k: ood_detection(in_scores[k], scores[k]) for k in OOD_SCORES}}  # fmt: skip
+    xs, ys = x[keep], y[keep]
     for degrees in rotations:
-        turned = predict(model, rotate(x, degrees), samples, labels=y, seed=seed,
-                         batch_size=batch_size)  # fmt: skip
+        if degrees % 360 == 0:  # the test images themselves: the same draws' predictions
+            probs = pred.probs[keep]
+        else:
+            probs = predict(model, rotate(xs, degrees), samples, seed=seed,
+                            batch_size=batch_size).probs  # fmt: skip
         out["rotation"].append({"degrees": float(degrees),
-                                **classification_metrics(turned.probs, y, bins)})  # fmt: skip
+                                **classification_metrics(probs, ys, bins)})  # fmt: skip
     return out
 
 

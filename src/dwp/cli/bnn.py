@@ -264,8 +264,18 @@ def bnn_eval(
             show_default=False,
         ),
     ] = None,
+    shift_examples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Test images rotated at each angle, drawn by --seed (default: all of them).",
+            show_default=False,
+        ),
+    ] = None,
     bins: Annotated[int, typer.Option(min=1, help="Equal-width (and equal-mass) ECE bins.")] = 15,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the weight draws.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the weight draws and of the image subsets.")
+    ] = 0,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
@@ -283,7 +293,7 @@ def bnn_eval(
 
     angles = ROTATIONS if shift is Shift.rotate else ()
     r = evaluate_run(run, ood or (), angles, samples, seed, bins, resolve_device(device),
-                     data_root, ood_examples)  # fmt: skip
+                     data_root, ood_examples, shift_examples)  # fmt: skip
     t = r["test"]
     what = f"{r['prior']} prior, {r['examples']} examples, split {r['split_seed']}"
     echo_table(["set", "acc", "NLL", "Brier", f"ECE ({bins} bins)", "adaptive ECE"],

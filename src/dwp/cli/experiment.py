@@ -214,6 +214,14 @@ def experiment_classification(
             help="Evaluate every run under this shift: rotate (0..180 degrees).", show_default=False
         ),
     ] = None,
+    shift_examples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Test images rotated at each angle (a seeded subset; default: all of them).",
+            show_default=False,
+        ),
+    ] = None,
     executor_kind: ExecutorOpt = ExecutorKind.local,
     jobs: JobsOpt = 0,
     address: AddressOpt = None,
@@ -237,7 +245,7 @@ def experiment_classification(
         dataset=dataset, epochs=epochs, hidden=widths(hidden, width_scale), arch=arch.value,
         lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2, prior_scale=prior_scale.value,
         sampling=sampling.value, ensemble_size=ensemble_size, ood=tuple(ood or ()),
-        rotations=ROTATIONS if shift is Shift.rotate else (),
+        rotations=ROTATIONS if shift is Shift.rotate else (), shift_examples=shift_examples,
         dwp_kernel_batch=kernel_batch(methods is None or Method.dwp in methods,
                                       dwp_kernel_batch, exact,
                                       ClassificationConfig.dwp_kernel_batch),

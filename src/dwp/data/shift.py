@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from dwp.data.catalog import DATASETS, load_dataset
 from dwp.errors import DWPError
 
-__all__ = ["ROTATIONS", "ood_images", "rotate"]
+__all__ = ["ROTATIONS", "ood_images", "rotate", "subset"]
 
 #: The rotation angles (degrees) of the shift evaluation: 0 to 180 in steps of 15 (Ovadia et
 #: al. 2019 show rotated MNIST this way).
@@ -41,10 +41,12 @@ def ood_images(
     like: tuple[int, ...],
     n: int | None = None,
     data_root: str | Path | Sequence[str | Path] | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """The test images of catalog dataset ``name`` as an out-of-distribution set for a target
-    whose images are ``like`` = (C, H, W): the first ``n`` (all if None). An error names the
-    shapes when they differ (a net cannot take them)."""
+    whose images are ``like`` = (C, H, W): all, or ``n`` of them drawn without replacement by
+    ``seed`` (:func:`subset`: a test part stored class by class gives every class its share).
+    An error names the shapes when they differ (a net cannot take them)."""
     if name not in DATASETS:
         raise DWPError(f"unknown out-of-distribution set {name!r}; choose from "
                        f"{', '.join(DATASETS)} (see `dwp data list`)")  # fmt: skip
@@ -55,4 +57,15 @@ def ood_images(
             f"out-of-distribution set {name} has images of shape {shape}, but the model takes "
             f"{tuple(like)}; pick a set of the target's image shape"
         )
-    return images if n is None else images[:n]
+    return images if n is None else images[subset(len(images), n, seed)]
+
+
+def subset(total: int, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``min(n, total)`` of ``total`` examples drawn without replacement by ``seed``,
+    in increasing order; all of them, in order, when ``n >= total``."""
+    if n < 1:
+        raise DWPError(f"subset: n must be >= 1, got {n}")
+    if n >= total:
+        return torch.arange(total)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(total, generator=g)[:n].sort().values

@@ -67,7 +67,7 @@ DETERMINISTIC_METHODS = (*L2_METHODS, "ensemble")
 ENSEMBLE_SEED_STRIDE = 7919
 #: The keys of a sweep's config that choose its runs, or what is measured of them, rather than
 #: how each run trains.
-GRID = ("examples", "splits", "methods", "ood", "rotations")
+GRID = ("examples", "splits", "methods", "ood", "rotations", "shift_examples")
 #: What a sweep config written before a key existed did.
 LEGACY_SWEEP = {"sampling": "local", "ensemble_size": 5}
 
@@ -211,19 +211,21 @@ def _uncertainty(config, task, out: Path, device, data_root, model=None) -> dict
     if path.is_file():
         u = read_json(path)
         made = (list(u.get("ood", {})), [r["degrees"] for r in u.get("rotation", [])],
-                u.get("samples"))  # fmt: skip
-        if made == (list(config.ood), list(config.rotations), samples):
+                u.get("samples"), u.get("shift_examples"))  # fmt: skip
+        if made == (list(config.ood), list(config.rotations), samples, config.shift_examples):
             return u
     if not deterministic:
         return evaluate_run(out / "runs" / run_name(task), config.ood, config.rotations,
-                            samples, 0, device=device, data_root=data_root)  # fmt: skip
+                            samples, 0, device=device, data_root=data_root,
+                            shift_examples=config.shift_examples)  # fmt: skip
     if model is None:
         model = train_l2_net(config, task, device, data_root, return_model=True)["model"]
     ds = load_dataset(config.dataset, data_root)
     shape = tuple(int(v) for v in ds.test.images.shape[1:])
     sets = {n: ood_images(n, shape, len(ds.test), data_root) for n in config.ood}
     u = evaluate_uncertainty(model, ds.test, ood=sets, rotations=config.rotations,
-                             samples=samples, seed=0)  # fmt: skip
+                             samples=samples, seed=0,
+                             shift_examples=config.shift_examples)  # fmt: skip
     u = {"method": task["method"], "examples": task["examples"], "split_seed": task["split"], **u}
     write_json(path, u)
     return u

@@ -312,11 +312,13 @@ def evaluate_run(
     device: torch.device | str = "cpu",
     data_root=None,
     ood_examples: int | None = None,
+    shift_examples: int | None = None,
 ) -> dict:
     """The uncertainty evaluation (:func:`dwp.eval.evaluate_uncertainty`) of the finished run
     ``run`` on its dataset's test part: calibration, out-of-distribution detection against the
-    catalog datasets ``ood`` (their first ``ood_examples`` test images; default: as many as
-    the test part has) and the test images rotated by each of ``rotations`` degrees.
+    catalog datasets ``ood`` (``ood_examples`` of their test images drawn by ``seed``;
+    default: as many as the test part has) and the test images (all, or ``shift_examples`` of
+    them drawn by ``seed``) rotated by each of ``rotations`` degrees.
     ``samples``: weight draws (default: the run's ``ens_samples``). Written to
     ``run/uncertainty.json`` (atomically) with the run's name, prior and settings; returned."""
     from dwp.data.shift import ood_images
@@ -329,10 +331,10 @@ def evaluate_run(
     ds = load_dataset(config.dataset, data_root)
     shape = tuple(int(v) for v in ds.test.images.shape[1:])
     n = len(ds.test) if ood_examples is None else ood_examples
-    sets = {name: ood_images(name, shape, n, data_root) for name in dict.fromkeys(ood)}
+    sets = {name: ood_images(name, shape, n, data_root, seed) for name in dict.fromkeys(ood)}
     res = evaluate_uncertainty(model, ds.test, ood=sets, rotations=tuple(rotations),
                                samples=samples or config.ens_samples, seed=seed,
-                               bins=bins)  # fmt: skip
+                               bins=bins, shift_examples=shift_examples)  # fmt: skip
     res = {"run": str(run), "dataset": config.dataset, "prior": config.prior.value,
            "examples": config.examples, "split_seed": config.split_seed, **res}  # fmt: skip
     write_json(run / UNCERTAINTY, res)
