@@ -17,10 +17,11 @@ from dwp.nn import conv_layers
 from dwp.priors import DeepWeightPrior, load_kernel_sets
 
 
-def _args(tiny, out, *extra):
+def _args(tiny, out, *extra, jobs=1):
     return ["experiment", "convergence", "--out", str(out), "--dataset", "mnist", "--data-root",
             tiny["data"], "--prior-dirs", *tiny["priors"], "--hidden", "4", "8", "--steps", "4",
-            "--eval-every", "2", "--seeds", "0", "1", "--device", "cpu", *extra]  # fmt: skip
+            "--eval-every", "2", "--seeds", "0", "1", "--device", "cpu", "--jobs", str(jobs),
+            *extra]  # fmt: skip
 
 
 def test_experiment_convergence(tiny_priors, tmp_path, capsys):
@@ -50,6 +51,15 @@ def test_experiment_convergence(tiny_priors, tmp_path, capsys):
     assert [(r["init"], r["seed"]) for r in cached if not r["cached"]] == [("dwp", 1)]
     again = json.loads((out / "runs" / "dwp-s1.json").read_text())
     assert again["test_acc"] == first["test_acc"] and again["train_loss"] == first["train_loss"]
+    # the runs in two worker processes (one torch thread each): the same curves
+    par = tmp_path / "parallel"
+    assert main(_args(tiny_priors, par, jobs=2)) == 0
+    for name in ("xavier-s0", "dwp-s1", "filters-s1"):
+        a, b = (json.loads((d / "runs" / f"{name}.json").read_text()) for d in (out, par))
+        assert a["step"] == b["step"]
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02)
+        assert a["train_loss"][0] is None and b["train_loss"][0] is None  # before any step
+        assert a["train_loss"][1:] == pytest.approx(b["train_loss"][1:], rel=1e-3)
     # a corrupt run file is a one-line error
     (out / "runs" / "dwp-s1.json").write_text("{not json")
     assert main(_args(tiny_priors, out)) == 2

@@ -60,11 +60,12 @@ def reproduce(
 
     ``kernels_dir``: use these kernel sets (a ``dwp kernels extract`` directory with one
     directory per conv layer of the target dataset's network family) instead of training
-    source nets. ``executor``: runs the source nets and the classification sweep's runs (see
-    :mod:`dwp.executors`). ``refit_priors``: fit the priors even where the preset names shipped
-    ones (``preset.priors``) that were fitted with its settings. ``on_event`` receives
-    ``{"stage", "index", "total", "event": "start" | "skip" | "done" | "progress", ...}``;
-    progress events carry the stage's own callback record under ``"record"``.
+    source nets. ``executor``: runs the source nets and the runs of the classification,
+    convergence and random-feature experiments (see :mod:`dwp.executors`). ``refit_priors``:
+    fit the priors even where the preset names shipped ones (``preset.priors``) that were
+    fitted with its settings. ``on_event`` receives ``{"stage", "index", "total", "event":
+    "start" | "skip" | "done" | "progress", ...}``; progress events carry the stage's own
+    callback record under ``"record"``.
     """
     from dwp.experiments import run_classification, run_convergence, run_features
     from dwp.kernels import extract_kernels, resolve_kernel_sets
@@ -174,18 +175,19 @@ def reproduce(
 
     def convergence():
         run_convergence(configs["convergence"], out / "convergence", device, data_root,
-                        progress("convergence"))  # fmt: skip
+                        progress("convergence"), executor)  # fmt: skip
         return {}
 
     def vae_convergence():
         if arch != "fconv":
             return {"skipped": f"the VAE variant takes 28x28 grey images ({arch} target)"}
         run_convergence(configs["vae-convergence"], out / "vae-convergence", device, data_root,
-                        progress("vae-convergence"))  # fmt: skip
+                        progress("vae-convergence"), executor)  # fmt: skip
         return {}
 
     def features():
-        run_features(configs["features"], out / "features", device, data_root, progress("features"))
+        run_features(configs["features"], out / "features", device, data_root,
+                     progress("features"), executor)  # fmt: skip
         return {}
 
     def report():

@@ -89,6 +89,9 @@ def experiment_convergence(
     z_dim: Annotated[
         int, typer.Option(min=1, help="Latent size of the VAE.")
     ] = ConvergenceConfig.z_dim,
+    executor_kind: ExecutorOpt = ExecutorKind.local,
+    jobs: JobsOpt = 0,
+    address: AddressOpt = None,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
@@ -109,7 +112,9 @@ def experiment_convergence(
     b, on_run = run_bar(len(config.inits) * len(config.seeds), "convergence",
                         lambda r: f"{r['init']} s{r['seed']}: {r['final']:.4f}")  # fmt: skip
     try:
-        summary = run_convergence(config, out, resolve_device(device), data_root, on_run)
+        dev = resolve_device(device)
+        summary = run_convergence(config, out, dev, data_root, on_run,
+                                  executor(executor_kind, jobs, address, dev))  # fmt: skip
     finally:
         b.close()
     levels = list(next(iter(summary.values()))["first_step"])
@@ -316,6 +321,9 @@ def experiment_features(
     ] = FeaturesConfig.epochs,
     batch_size: BatchSize = FeaturesConfig.batch_size,
     lr: LR = FeaturesConfig.lr,
+    executor_kind: ExecutorOpt = ExecutorKind.local,
+    jobs: JobsOpt = 0,
+    address: AddressOpt = None,
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
@@ -338,7 +346,9 @@ def experiment_features(
                         lambda r: f"{r['init']} k{scale_label(r['scale'])} s{r['seed']}: "
                         f"{r['test_acc']:.4f}")  # fmt: skip
     try:
-        summary = run_features(config, out, resolve_device(device), data_root, on_run)
+        dev = resolve_device(device)
+        summary = run_features(config, out, dev, data_root, on_run,
+                               executor(executor_kind, jobs, address, dev))  # fmt: skip
     finally:
         b.close()
     labels = next(iter(summary.values()))["label"]

@@ -392,7 +392,10 @@ def _uncertainty_figures(config: ClassificationConfig, rows: list[dict], out: Pa
                                                           if r["method"] == m)
                                        for k in ("acc", "ece")}} for a in config.rotations]
                   for m in methods}  # fmt: skip
-        rotation_curves(curves, out / "rotation.png", caption.replace(" pooled", ", mean"))
+        turned = ("all test images" if config.shift_examples is None
+                  else f"{config.shift_examples} test images")  # fmt: skip
+        rotation_curves(curves, out / "rotation.png",
+                        caption.replace(" pooled", f", mean; {turned} rotated"))  # fmt: skip
 
 
 def _ranges(values: tuple[int, ...]) -> str:

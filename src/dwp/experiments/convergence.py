@@ -156,48 +156,85 @@ def run_convergence(
     device: torch.device | str = "cpu",
     data_root=None,
     on_run: Callable[[dict], None] | None = None,
+    executor=None,
 ) -> dict:
     """Run (or resume, or read back) the experiment in ``out``; returns the summary dict.
 
     ``on_run`` receives ``{"init", "seed", "index", "total", "final", "cached"}`` after each
-    (init, seed) run (``final``: the last test accuracy or ELBO)."""
+    (init, seed) run (``final``: the last test accuracy or ELBO; ``index``: how many have
+    finished). ``executor``: where the runs execute (see :mod:`dwp.executors`); None runs them
+    one after another in this process, and the first failure stops the experiment."""
     with cleanup_on_failure(out, keep=["runs"]):  # a failure before any run: nothing left
-        return _run_convergence(config, out, device, data_root, on_run)
+        return _run_convergence(config, out, device, data_root, on_run, executor)
 
 
-def _run_convergence(config, out, device, data_root, on_run):
-    out = Path(out)
-    device = torch.device(device)
-    check_same_config(out, config.to_dict(), "an experiment")
+def _inputs(config: ConvergenceConfig, data_root):
+    """The training and test images, their shape and classes, and the init sources."""
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     names = list(conv_names(_arch(config, channels, size)))  # the VAE's encoder: FConv's
     priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
                                             config.kernel_dirs)  # fmt: skip
+    return ds, train, channels, size, priors, kernel_sets
+
+
+def convergence_run(config: ConvergenceConfig, task: tuple[str, int], *, out: str | Path,
+                    device="cpu", data_root=None, inputs=None) -> tuple[dict, bool]:  # fmt: skip
+    """Run (or read back) the experiment's run ``task`` = (init, seed), written to
+    ``out/runs/INIT-sSEED.json``; returns it and whether it was read back. ``inputs``: what
+    :func:`_inputs` gives, when the caller has loaded it already."""
+    init, seed = task
+    path = Path(out) / "runs" / f"{init}-s{seed}.json"
+    if path.is_file():
+        return read_json(path), True
+    inputs = _inputs(config, data_root) if inputs is None else inputs
+    ds, train, channels, size, priors, kernel_sets = inputs
+    model = _build(config, init, seed, channels, ds.num_classes, size, priors, kernel_sets,
+                   torch.device(device))  # fmt: skip
+    run = {"init": init, "seed": seed, **_train_one(model, train, ds.test, config, seed)}
+    check_finite(run, f"{path.stem}: training gave")
+    write_json(path, run)
+    return run, False
+
+
+def _run_convergence(config, out, device, data_root, on_run, executor):
+    from functools import partial
+
+    from dwp.executors import gather
+
+    out = Path(out)
+    check_same_config(out, config.to_dict(), "an experiment")
+    inputs = _inputs(config, data_root)
+    ds, train, channels, size, priors, kernel_sets = inputs
     for init in config.inits:  # priors or kernel sets that do not fit the net fail here, first
         _build(config, init, config.seeds[0], channels, ds.num_classes, size, priors, kernel_sets,
                "cpu")  # fmt: skip
     write_json(out / "config.json", config.to_dict())
-    runs = []
-    total = len(config.inits) * len(config.seeds)
-    for i, (init, seed) in enumerate(
-        [(a, s) for a in config.inits for s in config.seeds], start=1
-    ):  # fmt: skip
-        path = out / "runs" / f"{init}-s{seed}.json"
-        cached = path.is_file()
-        if cached:
-            run = read_json(path)
-        else:
-            model = _build(config, init, seed, channels, ds.num_classes, size, priors,
-                           kernel_sets, device)  # fmt: skip
-            run = {"init": init, "seed": seed, **_train_one(model, train, ds.test, config, seed)}
-            check_finite(run, f"{path.stem}: training gave")
-            write_json(path, run)
-        runs.append(run)
+    tasks = [(a, s) for a in config.inits for s in config.seeds]
+    job = partial(convergence_run, config, out=out, device=str(device), data_root=data_root)
+    finished = 0
+
+    def on_result(_: int, outcome: tuple[dict, bool]) -> None:
+        nonlocal finished
+        finished += 1
         if on_run is not None:
-            on_run({"init": init, "seed": seed, "index": i, "total": total,
-                    "final": run[config.metric][-1], "cached": cached})  # fmt: skip
+            run, cached = outcome
+            on_run({"init": run["init"], "seed": run["seed"], "index": finished,
+                    "total": len(tasks), "final": run[config.metric][-1],
+                    "cached": cached})  # fmt: skip
+
+    if executor is None:  # here, in order: a failure is the experiment's
+        outcomes = []
+        for t in tasks:
+            outcomes.append(job(t, inputs=inputs))
+            on_result(0, outcomes[-1])
+    else:
+        outcomes, error = gather(executor, job, tasks, [f"{a}-s{s}" for a, s in tasks],
+                                 on_result)  # fmt: skip
+        if error is not None:
+            raise error
+    runs = [run for run, _ in outcomes]
     rows = (
         [r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"]
         for r in runs

@@ -107,50 +107,89 @@ def run_features(
     device: torch.device | str = "cpu",
     data_root=None,
     on_run: Callable[[dict], None] | None = None,
+    executor=None,
 ) -> dict:
     """Run (or resume, or read back) the experiment in ``out``; returns the summary dict.
 
     ``on_run`` receives ``{"init", "scale", "seed", "index", "total", "test_acc", "cached"}``
-    after each run."""
+    after each run (``index``: how many have finished). ``executor``: where the runs execute
+    (see :mod:`dwp.executors`); None runs them one after another in this process, and the
+    first failure stops the experiment."""
     with cleanup_on_failure(out, keep=["runs"]):  # a failure before any run: nothing left
-        return _run_features(config, out, device, data_root, on_run)
+        return _run_features(config, out, device, data_root, on_run, executor)
 
 
-def _run_features(config, out, device, data_root, on_run):
-    out = Path(out)
-    device = torch.device(device)
-    check_same_config(out, config.to_dict(), "an experiment")
+def _inputs(config: FeaturesConfig, data_root):
+    """The dataset, the training images, their shape, the family, its base widths and the
+    init sources."""
     ds = load_dataset(config.dataset, data_root)
     train = few_shot(ds.train, config.examples, 0) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     arch = resolve_arch(config.arch, channels, size)
     base = check_hidden(arch, config.base_hidden, "source")
-    names = list(conv_names(arch))
-    priors, kernel_sets = load_init_sources(config.inits, names, config.prior_dirs,
-                                            config.kernel_dirs)  # fmt: skip
+    priors, kernel_sets = load_init_sources(config.inits, list(conv_names(arch)),
+                                            config.prior_dirs, config.kernel_dirs)  # fmt: skip
+    return ds, train, channels, size, arch, base, priors, kernel_sets
+
+
+def features_run(config: FeaturesConfig, task: tuple[str, float, int], *, out: str | Path,
+                 device="cpu", data_root=None, inputs=None) -> tuple[dict, bool]:  # fmt: skip
+    """Run (or read back) the experiment's run ``task`` = (init, scale, seed), written to
+    ``out/runs/INIT-kSCALE-sSEED.json``; returns it and whether it was read back.
+    ``inputs``: what :func:`_inputs` gives, when the caller has loaded it already."""
+    init, k, seed = task
+    path = Path(out) / "runs" / f"{init}-k{k:g}-s{seed}.json"
+    if path.is_file():
+        return read_json(path), True
+    inputs = _inputs(config, data_root) if inputs is None else inputs
+    ds, train, channels, size, arch, base, priors, kernel_sets = inputs
+    hidden = widths(base, k)
+    model = frozen_features_model(hidden, init, seed, channels, ds.num_classes, size, priors,
+                                  kernel_sets, arch)  # fmt: skip
+    run = {"init": init, "scale": k, "seed": seed, "hidden": list(hidden),
+           **_train(model, train, ds.test, config, seed, torch.device(device))}  # fmt: skip
+    check_finite(run, f"{path.stem}: training gave")
+    write_json(path, run)
+    return run, False
+
+
+def _run_features(config, out, device, data_root, on_run, executor):
+    from functools import partial
+
+    from dwp.executors import gather
+
+    out = Path(out)
+    check_same_config(out, config.to_dict(), "an experiment")
+    inputs = _inputs(config, data_root)
+    ds, train, channels, size, arch, base, priors, kernel_sets = inputs
     for init in config.inits:  # priors or kernel sets that do not fit the net fail here, first
         frozen_features_model(widths(base, config.scales[0]), init, config.seeds[0], channels,
                               ds.num_classes, size, priors, kernel_sets, arch)  # fmt: skip
     write_json(out / "config.json", config.to_dict())
     tasks = [(i, k, s) for k in config.scales for i in config.inits for s in config.seeds]
-    rows = []
-    for index, (init, k, seed) in enumerate(tasks, start=1):
-        path = out / "runs" / f"{init}-k{k:g}-s{seed}.json"
-        cached = path.is_file()
-        if cached:
-            run = read_json(path)
-        else:
-            hidden = widths(base, k)
-            model = frozen_features_model(hidden, init, seed, channels, ds.num_classes, size,
-                                          priors, kernel_sets, arch)  # fmt: skip
-            run = {"init": init, "scale": k, "seed": seed, "hidden": list(hidden),
-                   **_train(model, train, ds.test, config, seed, device)}  # fmt: skip
-            check_finite(run, f"{path.stem}: training gave")
-            write_json(path, run)
-        rows.append(run)
+    job = partial(features_run, config, out=out, device=str(device), data_root=data_root)
+    finished = 0
+
+    def on_result(_: int, outcome: tuple[dict, bool]) -> None:
+        nonlocal finished
+        finished += 1
         if on_run is not None:
-            on_run({"init": init, "scale": k, "seed": seed, "index": index, "total": len(tasks),
-                    "test_acc": run["test_acc"], "cached": cached})  # fmt: skip
+            run, cached = outcome
+            on_run({"init": run["init"], "scale": run["scale"], "seed": run["seed"],
+                    "index": finished, "total": len(tasks), "test_acc": run["test_acc"],
+                    "cached": cached})  # fmt: skip
+
+    if executor is None:  # here, in order: a failure is the experiment's
+        outcomes = []
+        for t in tasks:
+            outcomes.append(job(t, inputs=inputs))
+            on_result(0, outcomes[-1])
+    else:
+        names = [f"{i}-k{k:g}-s{s}" for i, k, s in tasks]
+        outcomes, error = gather(executor, job, tasks, names, on_result)
+        if error is not None:
+            raise error
+    rows = [run for run, _ in outcomes]
     write_csv(out / "results.csv", ["init", "scale", "hidden", "seed", "test_acc", "seconds"],
               ([r["init"], f"{r['scale']:g}", "/".join(map(str, r["hidden"])), r["seed"],
                 f"{r['test_acc']:.6f}", f"{r['seconds']:.2f}"] for r in rows))  # fmt: skip
