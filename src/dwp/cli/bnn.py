@@ -260,7 +260,8 @@ def bnn_eval(
         int | None,
         typer.Option(
             min=1,
-            help="Images per out-of-distribution set (default: as many as the test part has).",
+            help="Images per out-of-distribution set, drawn by --seed (default: as many as the "
+            "test part has).",
             show_default=False,
         ),
     ] = None,
