@@ -32,7 +32,7 @@ from dwp.train.bnn import BNNConfig, bnn_prior_scales, build_bnn
 from dwp.train.fit import _data_term
 
 
-def _median_ms(fn, steps: int) -> float:
+def median_ms(fn, steps: int) -> float:
     times = []
     for _ in range(steps + 2):
         t = time.perf_counter()
@@ -92,8 +92,8 @@ def main() -> None:
                 opt.zero_grad(set_to_none=True)
                 kl_divergence(model).backward()
 
-            ms = _median_ms(step, args.steps)
-            kl_ms = _median_ms(kl_only, args.steps)
+            ms = median_ms(step, args.steps)
+            kl_ms = median_ms(kl_only, args.steps)
             epoch_ms = ms * math.ceil(n / 256)
             if prior not in eval_s:  # the evaluation does not depend on the training set size
                 t = time.perf_counter()

@@ -11,20 +11,10 @@ Median milliseconds over ``--steps`` after two warm-up steps, both measured in t
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from run_cost import median_ms  # the same timing as the run-cost table (this directory)
 from torch.nn import functional as F
-
-
-def median_ms(fn, steps: int) -> float:
-    times = []
-    for _ in range(steps + 2):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times[2:])
 
 
 def main() -> None:

@@ -589,6 +589,17 @@ CASES = [
         "preset t: classification_args: invalid classification config: lr = -1",
     ),
     Case(
+        "preset-shift-examples-zero",
+        lambda t, b: [
+            "reproduce",
+            "--preset-file",
+            str(_preset(t, classification_args={"rotations": [0, 90], "shift_examples": 0})),
+            "--out",
+            str(t / "o"),
+        ],
+        "invalid classification config: shift_examples = 0 out of range",
+    ),
+    Case(
         "kernels-extract-no-source",
         lambda t, b: ["kernels", "extract", "--source", str(t), "--out", str(t / "k")],
         "no model files in it",

@@ -47,7 +47,7 @@ from dwp.nn import (
     resolve_arch,
 )
 
-from .common import load_init_sources
+from .common import load_init_sources, run_tasks
 
 __all__ = ["LEVELS", "MODELS", "ConvergenceConfig", "run_convergence", "summarise"]
 
@@ -201,8 +201,6 @@ def convergence_run(config: ConvergenceConfig, task: tuple[str, int], *, out: st
 def _run_convergence(config, out, device, data_root, on_run, executor):
     from functools import partial
 
-    from dwp.executors import gather
-
     out = Path(out)
     check_same_config(out, config.to_dict(), "an experiment")
     inputs = _inputs(config, data_root)
@@ -213,27 +211,16 @@ def _run_convergence(config, out, device, data_root, on_run, executor):
     write_json(out / "config.json", config.to_dict())
     tasks = [(a, s) for a in config.inits for s in config.seeds]
     job = partial(convergence_run, config, out=out, device=str(device), data_root=data_root)
-    finished = 0
 
-    def on_result(_: int, outcome: tuple[dict, bool]) -> None:
-        nonlocal finished
-        finished += 1
+    def on_done(outcome: tuple[dict, bool], finished: int) -> None:
         if on_run is not None:
             run, cached = outcome
             on_run({"init": run["init"], "seed": run["seed"], "index": finished,
                     "total": len(tasks), "final": run[config.metric][-1],
                     "cached": cached})  # fmt: skip
 
-    if executor is None:  # here, in order: a failure is the experiment's
-        outcomes = []
-        for t in tasks:
-            outcomes.append(job(t, inputs=inputs))
-            on_result(0, outcomes[-1])
-    else:
-        outcomes, error = gather(executor, job, tasks, [f"{a}-s{s}" for a, s in tasks],
-                                 on_result)  # fmt: skip
-        if error is not None:
-            raise error
+    outcomes = run_tasks(executor, job, tasks, [f"{a}-s{s}" for a, s in tasks], on_done,
+                         inputs=inputs)  # fmt: skip
     runs = [run for run, _ in outcomes]
     rows = (
         [r["init"], r["seed"], s, f"{a:.6f}", "" if lo is None else f"{lo:.6f}"]

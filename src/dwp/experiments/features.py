@@ -44,7 +44,7 @@ from dwp.nn import (
 )
 from dwp.train.loop import adam_linear_decay, shuffled_batches
 
-from .common import load_init_sources
+from .common import load_init_sources, run_tasks
 from .paper import FEATURES, family
 
 __all__ = ["FeaturesConfig", "run_features", "scale_label", "widths"]
@@ -156,8 +156,6 @@ def features_run(config: FeaturesConfig, task: tuple[str, float, int], *, out: s
 def _run_features(config, out, device, data_root, on_run, executor):
     from functools import partial
 
-    from dwp.executors import gather
-
     out = Path(out)
     check_same_config(out, config.to_dict(), "an experiment")
     inputs = _inputs(config, data_root)
@@ -168,27 +166,16 @@ def _run_features(config, out, device, data_root, on_run, executor):
     write_json(out / "config.json", config.to_dict())
     tasks = [(i, k, s) for k in config.scales for i in config.inits for s in config.seeds]
     job = partial(features_run, config, out=out, device=str(device), data_root=data_root)
-    finished = 0
 
-    def on_result(_: int, outcome: tuple[dict, bool]) -> None:
-        nonlocal finished
-        finished += 1
+    def on_done(outcome: tuple[dict, bool], finished: int) -> None:
         if on_run is not None:
             run, cached = outcome
             on_run({"init": run["init"], "scale": run["scale"], "seed": run["seed"],
                     "index": finished, "total": len(tasks), "test_acc": run["test_acc"],
                     "cached": cached})  # fmt: skip
 
-    if executor is None:  # here, in order: a failure is the experiment's
-        outcomes = []
-        for t in tasks:
-            outcomes.append(job(t, inputs=inputs))
-            on_result(0, outcomes[-1])
-    else:
-        names = [f"{i}-k{k:g}-s{s}" for i, k, s in tasks]
-        outcomes, error = gather(executor, job, tasks, names, on_result)
-        if error is not None:
-            raise error
+    names = [f"{i}-k{k:g}-s{s}" for i, k, s in tasks]
+    outcomes = run_tasks(executor, job, tasks, names, on_done, inputs=inputs)
     rows = [run for run, _ in outcomes]
     write_csv(out / "results.csv", ["init", "scale", "hidden", "seed", "test_acc", "seconds"],
               ([r["init"], f"{r['scale']:g}", "/".join(map(str, r["hidden"])), r["seed"],
