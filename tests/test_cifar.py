@@ -45,8 +45,8 @@ def test_cifarnet_layers_and_shapes():
 def test_conv_names_match_the_built_nets():
     for arch in ARCHS:
         for bayes in (False, True):
-            hidden = (2, 3) if arch == "fconv" else (2, 3, 3)
-            size, channels = (28, 1) if arch == "fconv" else (32, 3)
+            hidden = (2, 3, 3) if arch == "cifarnet" else (2, 3)
+            size, channels = (32, 3) if arch == "cifarnet" else (28, 1)
             net = build_net(arch, hidden, channels, 10, size, bayes=bayes)
             assert tuple(conv_layers(net)) == conv_names(arch, bayes)
 

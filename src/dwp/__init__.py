@@ -13,7 +13,7 @@ Module map (docs/contributing.md has the whole table):
 - ``dwp.config``: every config dataclass, choice and preset (torch-free).
 - ``dwp.data``: named datasets (catalog), file readers, rendered letters, few-shot splits,
   the shipped kernel sets and priors (``dwp.data.shipped``).
-- ``dwp.nn``: networks (FConv, CIFARNet), Bayesian layers, ``bayesianize``, kernel inits,
+- ``dwp.nn``: networks (FConv, CIFARNet, VGGNet), Bayesian layers, ``bayesianize``, kernel inits,
   saving Bayesian models.
 - ``dwp.kernels``: kernel datasets from source nets or any model.
 - ``dwp.priors``: weight priors (normal, log-uniform, the DWP, the Gaussian kernel prior), kernel

@@ -73,7 +73,9 @@ class Arch(StrEnum):
     fconv = "fconv"
     """FConv: two conv layers (7x7, 5x5) and a linear classifier (MNIST-like images)."""
     cifarnet = "cifarnet"
-    """CIFARNet: four 3x3 conv layers with BatchNorm (CIFAR)."""
+    """CIFARNet: conv layers of 7x7, 5x5, 5x5, 5x5 kernels with BatchNorm (CIFAR)."""
+    vgg = "vgg"
+    """VGG-style: two blocks of two 3x3 convs, max-pool after each, a linear classifier."""
 
 
 #: The concrete network families (:class:`Arch` without ``auto``).
@@ -195,6 +197,8 @@ DEFAULT_HIDDEN = {
     ("fconv", "target"): (32, 128),
     ("cifarnet", "source"): (128, 256, 256),
     ("cifarnet", "target"): (128, 256, 256),
+    ("vgg", "source"): (32, 64),
+    ("vgg", "target"): (32, 64),
 }
 
 #: The paper's kernel VAE per kernel size: (latent size z, hidden width h).
@@ -283,6 +287,17 @@ def _ints(values) -> tuple[int, ...] | None:
     return None if values is None else tuple(int(v) for v in values)
 
 
+def _plain_name(name) -> bool:
+    """Whether ``name`` is a usable single directory name (no separators, not ``.``/``..``)."""
+    import re
+
+    return (
+        isinstance(name, str)
+        and name not in (".", "..")
+        and bool(re.fullmatch(r"[A-Za-z0-9_.-]+", name))
+    )
+
+
 def _paths(values) -> tuple[str, ...]:
     """Directories as absolute paths (a run's config then names them wherever it is read); the
     name of a shipped prior or kernel layer (``letters-fconv/conv1``, no such path here) as it
@@ -359,6 +374,8 @@ class KernelConfig:
     max_kernels: int | None = None  # per layer and part, a random subset (seeded) when exceeded
     seed: int = 0
     kernel_size: int | None = None  # only the layers of k x k kernels
+    # one kernel set of this name from all the chosen layers (one prior for several layers)
+    merge: str | None = None
 
     def __post_init__(self):
         if self.kernel_size is not None and not (
@@ -373,6 +390,11 @@ class KernelConfig:
             raise DWPError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         if self.max_kernels is not None and self.max_kernels < 1:
             raise DWPError(f"--max-kernels must be >= 1, got {self.max_kernels}")
+        if self.merge is not None and not _plain_name(self.merge):
+            raise DWPError(
+                f"--merge must be a plain directory name (letters, digits, - _ .), got "
+                f"{self.merge!r}"
+            )
 
 
 @dataclass

@@ -266,6 +266,14 @@ def _extract_kernels(nets: list, out: str | Path, config: KernelConfig) -> dict:
     weights = [conv_weights(n) for n in nets]
     n_test = max(1, math.ceil(config.test_fraction * len(nets)))
     layers = select_layers(weights[0], config, "the first net")
+    if config.merge is not None:
+        sizes = {n: tuple(weights[0][n].shape[-2:]) for n in layers}
+        if len(set(sizes.values())) > 1:
+            shapes = ", ".join(f"{n} {h}x{w}" for n, (h, w) in sizes.items())
+            raise DWPError(
+                f"--merge {config.merge}: the layers have different kernel sizes ({shapes}); "
+                "choose layers of one size with --layers or --kernel-size"
+            )
     for i, w in enumerate(weights, start=1):
         for layer in layers:
             if layer not in w:
@@ -279,10 +287,12 @@ def _extract_kernels(nets: list, out: str | Path, config: KernelConfig) -> dict:
     out = Path(out)
     stats: dict = {"config": asdict(config), "nets": {k: len(v) for k, v in parts.items()},
                    "layers": {}}  # fmt: skip
-    for layer in layers:
+    # each written kernel set and the layers it is made of: one each, or all in one (--merge)
+    groups = {config.merge: layers} if config.merge is not None else {n: [n] for n in layers}
+    for layer, members in groups.items():
         arrays, all_norms, layer_stats = {}, [], {}
         for part, part_nets in parts.items():
-            kernels = np.concatenate([kernel_slices(w[layer]) for w in part_nets])
+            kernels = np.concatenate([kernel_slices(w[m]) for w in part_nets for m in members])
             norms = kernel_norms(kernels)
             all_norms.append(norms)
             keep = norms >= config.min_norm
@@ -300,6 +310,8 @@ def _extract_kernels(nets: list, out: str | Path, config: KernelConfig) -> dict:
         norms = np.concatenate(all_norms)
         kept_norms = norms[norms >= config.min_norm]
         k = arrays["train"].shape[-1]
+        if config.merge is not None:
+            layer_stats["layers"] = list(members)
         layer_stats.update({"kernel_size": int(k), "min_norm": config.min_norm,
                             "kept_fraction": float(len(kept_norms) / len(norms)),
                             **_norm_stats(norms, kept_norms)})  # fmt: skip

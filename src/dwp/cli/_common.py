@@ -46,7 +46,9 @@ HiddenOpt = Annotated[
     typer.Option(
         help="FConv widths of the two conv layers (default: "
         f"{words(DEFAULT_HIDDEN[('fconv', 'source')])} for source nets, "
-        f"{words(DEFAULT_HIDDEN[('fconv', 'target')])} for the nets trained on the target set).",
+        f"{words(DEFAULT_HIDDEN[('fconv', 'target')])} for the nets trained on the target set); "
+        "with --arch vgg the widths of its two blocks (default: "
+        f"{words(DEFAULT_HIDDEN[('vgg', 'target')])}).",
         show_default=False,
     ),
 ]
@@ -59,7 +61,10 @@ WidthScaleOpt = Annotated[
 ]
 ArchOpt = Annotated[
     Arch,
-    typer.Option(help="Network family: auto (CIFARNet for 32x32 colour images, FConv otherwise)."),
+    typer.Option(
+        help="Network family: auto (CIFARNet for 32x32 colour images, FConv otherwise); vgg: "
+        "two blocks of two 3x3 convs (a modern CNN's layers)."
+    ),
 ]
 ExecutorOpt = Annotated[
     ExecutorKind,
@@ -130,9 +135,9 @@ MULTI_VALUE = (
 
 
 def widths(hidden: tuple[int, int] | None, width_scale: float | None) -> tuple[int, ...] | None:
-    """The library's ``hidden`` from --hidden (FConv) or --width-scale (CIFARNet)."""
+    """The library's ``hidden`` from --hidden (FConv, VGGNet) or --width-scale (CIFARNet)."""
     if hidden is not None and width_scale is not None:
-        raise DWPError("give --hidden (FConv widths) or --width-scale (CIFARNet), not both")
+        raise DWPError("give --hidden (FConv, VGGNet widths) or --width-scale (CIFARNet), not both")
     if width_scale is not None:
         if not width_scale > 0:
             raise DWPError(f"--width-scale must be positive, got {width_scale}")

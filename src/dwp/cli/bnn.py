@@ -158,9 +158,10 @@ def bnn_train(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train a Bayesian CNN (FConv; CIFARNet for CIFAR; or --model) on a few-shot subset;
-    write config.json, metrics.jsonl, checkpoint.pt and result.json to the run directory. A
-    finished run is not re-run; a killed one resumes from its last checkpoint."""
+    """Train a Bayesian CNN (FConv; CIFARNet for CIFAR; VGGNet with --arch vgg; or --model) on
+    a few-shot subset; write config.json, metrics.jsonl, checkpoint.pt and result.json to the
+    run directory. A finished run is not re-run; a killed one resumes from its last
+    checkpoint."""
     import os
     import sys
 

@@ -95,10 +95,10 @@ def experiment_convergence(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train the same ordinary net (FConv; CIFARNet for CIFAR), or a conv VAE (--model vae),
-    from Xavier, DWP-sample and source-filter kernels; write the test accuracy (or ELBO)
-    against steps (curves.csv, summary.json) and convergence.png. Finished runs are read back;
-    a killed experiment resumes."""
+    """Train the same ordinary net (FConv; CIFARNet for CIFAR; VGGNet with --arch vgg), or a
+    conv VAE (--model vae), from Xavier, DWP-sample and source-filter kernels; write the test
+    accuracy (or ELBO) against steps (curves.csv, summary.json) and convergence.png. Finished
+    runs are read back; a killed experiment resumes."""
     from dwp.device import resolve_device
     from dwp.experiments import run_convergence
 

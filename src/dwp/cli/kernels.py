@@ -53,6 +53,14 @@ def kernels_extract(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for --max-kernels subsampling.")] = D.seed,
+    merge: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the chosen layers' kernels as one set of this name (one prior for "
+            "several layers of one kernel size, e.g. every 3x3 layer of a net).",
+            show_default=False,
+        ),
+    ] = None,
     trust_pickle: Annotated[
         bool,
         typer.Option(
@@ -68,15 +76,17 @@ def kernels_extract(
 
     config = KernelConfig(min_norm=min_norm, test_fraction=test_fraction,
                           layers=tuple(layers) if layers else None, max_kernels=max_kernels,
-                          seed=seed, kernel_size=kernel_size)  # fmt: skip
+                          seed=seed, kernel_size=kernel_size, merge=merge)  # fmt: skip
     nets = load_models(source, trust=trust_pickle)
     stats = extract_kernels(nets, out, config)
     typer.echo(f"{stats['nets']['train']} train nets, {stats['nets']['test']} test nets -> {out}")
     for name, st in stats["layers"].items():
         k = st["kernel_size"]
+        of = f" from {', '.join(st['layers'])}" if "layers" in st else ""
+        train, test = st["train"], st["test"]
         typer.echo(
-            f"{name} ({k}x{k}): train {st['train']['before']} -> {st['train']['after_pruning']}, "
-            f"test {st['test']['before']} -> {st['test']['after_pruning']} kernels "
+            f"{name} ({k}x{k}{of}): train {train['before']} -> {train['after_pruning']}, "
+            f"test {test['before']} -> {test['after_pruning']} kernels "
             f"(min norm {st['min_norm']:g}; median norm {st['norm_quantiles']['0.5']:.3g})"
         )
 

@@ -51,8 +51,8 @@ def source_train(
     device: DeviceOpt = "auto",
     data_root: DataRoot = None,
 ) -> None:
-    """Train source nets (FConv; CIFARNet for CIFAR) with distinct seeds; finished nets are
-    skipped on a re-run."""
+    """Train source nets (FConv; CIFARNet for CIFAR; VGGNet with --arch vgg) with distinct
+    seeds; finished nets are skipped on a re-run."""
     from dwp.device import resolve_device
     from dwp.train.source import train_source_nets
 

@@ -1,7 +1,7 @@
 """Classification with limited data (the paper's main experiment): training-set sizes x split
-seeds x methods, where a method is a Bayesian net (FConv; CIFARNet for CIFAR) with a prior
-(``dwp``, ``gaussian``: the Gaussian kernel prior fitted to the DWP's kernels, ``log-uniform``,
-``normal``) or the same net, deterministic, with an L2 penalty
+seeds x methods, where a method is a Bayesian net (FConv; CIFARNet for CIFAR; VGGNet with
+``arch="vgg"``) with a prior (``dwp``, ``gaussian``: the Gaussian kernel prior fitted to the
+DWP's kernels, ``log-uniform``, ``normal``) or the same net, deterministic, with an L2 penalty
 (``l2-xavier``, ``l2-dwp``: its kernels start from Xavier or from samples of the DWP).
 
 Each Bayesian run is an ordinary run directory of :func:`dwp.train.bnn.train_bnn`

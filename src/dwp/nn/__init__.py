@@ -1,5 +1,5 @@
-"""Networks and layers: the FConv and CIFARNet families, Bayesian layers, ``bayesianize`` and
-kernel inits."""
+"""Networks and layers: the FConv, CIFARNet and VGGNet families, Bayesian layers,
+``bayesianize`` and kernel inits."""
 
 from dwp.nn.bayes import (
     BayesConv2d,
@@ -37,6 +37,7 @@ from dwp.nn.nets import (
     valid_hidden,
 )
 from dwp.nn.saving import bayes_plan, load_bayesian, save_bayesian
+from dwp.nn.vgg import VGGNet
 
 __all__ = [
     "ARCHS",
@@ -53,6 +54,7 @@ __all__ = [
     "LogUniformLinear",
     "Mode",
     "Posterior",
+    "VGGNet",
     "bayes_layers",
     "bayes_mode",
     "bayes_plan",

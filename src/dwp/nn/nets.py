@@ -1,9 +1,11 @@
 """The network families and how a dataset picks one: ``fconv`` for 28x28 grey images (MNIST,
-notMNIST, letters), ``cifarnet`` for 32x32 colour images (CIFAR).
+notMNIST, letters), ``cifarnet`` for 32x32 colour images (CIFAR); ``vgg`` (3x3 convs, any image
+size from 4) only when asked for.
 
 Every consumer (source nets, Bayesian nets, the experiments) builds its network through
 :func:`build_net`, so a dataset of either kind runs through the same pipeline unchanged.
-Widths (``hidden``) are per conv layer: two for FConv, three for CIFARNet; ``None`` picks the
+Widths (``hidden``) are per conv layer (two for FConv, three for CIFARNet) or per block (two
+for VGGNet); ``None`` picks the
 family's default for the role (``source``: the source nets', ``target``: the nets trained on
 the target set: Bayesian nets, baselines, convergence).
 """
@@ -20,6 +22,7 @@ from dwp.errors import DWPError
 
 from .cifarnet import CIFARNet
 from .fconv import FConv, conv_layers
+from .vgg import VGGNet
 
 __all__ = [
     "ARCHS",
@@ -35,14 +38,16 @@ __all__ = [
     "valid_hidden",
 ]
 
-ARCH_NAMES = {"fconv": "FConv", "cifarnet": "CIFARNet"}
+ARCH_NAMES = {"fconv": "FConv", "cifarnet": "CIFARNet", "vgg": "VGGNet"}
 
-_N_HIDDEN = {"fconv": 2, "cifarnet": 3}
+_N_HIDDEN = {"fconv": 2, "cifarnet": 3, "vgg": 2}
 _CONV_NAMES = {
     ("fconv", False): ("conv1", "conv2"),
     ("fconv", True): ("conv1", "conv2"),
     ("cifarnet", False): ("conv1", "conv2", "conv3", "conv4"),
     ("cifarnet", True): ("conv1", "conv2", "conv3"),
+    ("vgg", False): ("conv1", "conv2", "conv3", "conv4"),
+    ("vgg", True): ("conv1", "conv2", "conv3", "conv4"),
 }
 
 
@@ -96,15 +101,19 @@ def build_net(
 ) -> nn.Module:
     """A network of family ``arch`` with Xavier-normal kernels and zero biases.
 
-    ``bayes``: the family's Bayesian-net architecture (FConv is the same net; CIFARNet drops
-    BatchNorm and conv4), also the deterministic L2 baseline's. ``batch_norm``: BatchNorm
-    after FConv's convs (CIFARNet always has it, except in its Bayesian variant).
+    ``bayes``: the family's Bayesian-net architecture (FConv and VGGNet are the same net;
+    CIFARNet drops BatchNorm and conv4), also the deterministic L2 baseline's. ``batch_norm``:
+    BatchNorm after FConv's and VGGNet's convs (CIFARNet always has it, except in its Bayesian
+    variant).
     """
     hidden = check_hidden(arch, hidden, "source")
     try:
         if arch == "fconv":
             return FConv(hidden, in_channels, num_classes, image_size, conv=conv,
                          batch_norm=batch_norm)  # fmt: skip
+        if arch == "vgg":
+            return VGGNet(hidden, in_channels, num_classes, image_size, conv=conv,
+                          batch_norm=batch_norm)  # fmt: skip
         return CIFARNet(hidden, in_channels, num_classes, image_size, conv=conv,
                         batch_norm=not bayes)  # fmt: skip
     except ValueError as exc:

@@ -1,5 +1,5 @@
-"""Source networks: ordinary nets (FConv; CIFARNet for CIFAR) trained on the source domain,
-whose kernels become the training data of the prior.
+"""Source networks: ordinary nets (FConv; CIFARNet for CIFAR; VGGNet with ``arch="vgg"``)
+trained on the source domain, whose kernels become the training data of the prior.
 
 Protocol (DESIGN.md): batch 256, Adam lr 1e-3 decayed linearly to 0 over the run, loss = mean
 cross-entropy + ``l2`` * (sum of squares of all conv parameters). The L2 term drives most kernels
