@@ -167,3 +167,18 @@ def test_data_root_precedence(tmp_path, monkeypatch):
 def test_unknown_dataset():
     with pytest.raises(DWPError, match="unknown dataset 'mnsit'; expected one of: mnist5k"):
         load_dataset("mnsit")
+
+
+def test_font_scan_holds_back_font_tools_warnings(caplog):
+    import logging
+
+    from dwp.data.letters import _quiet_font_tools
+
+    quirk = logging.getLogger("fontTools.ttLib.tables._p_o_s_t")
+    with caplog.at_level(logging.WARNING):
+        with _quiet_font_tools():
+            quirk.warning("1 extra bytes in post.stringData array")
+            quirk.error("a font that cannot be read")
+        assert [r.getMessage() for r in caplog.records] == ["a font that cannot be read"]
+        quirk.warning("after the scan")  # the level is restored
+    assert caplog.records[-1].getMessage() == "after the scan"

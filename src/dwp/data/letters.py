@@ -9,6 +9,7 @@ font list, and is cached on disk (see :func:`dwp.data.paths.cache_dir`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -81,12 +82,26 @@ class JitterConfig:
     stroke: tuple[float, float] = (-0.5, 1.0)
 
 
+@contextlib.contextmanager
+def _quiet_font_tools():
+    """fontTools' warnings about harmless quirks of a font file (``1 extra bytes in
+    post.stringData array``) held back while a font is read: the scan judges a font by whether
+    it can render A..J, and a user of the CLI has nothing to act on."""
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _font_name(path: Path) -> str | None:
     """Family and style of a font whose cmap covers A..J, or None if it does not."""
     from fontTools.ttLib import TTFont  # a dependency of matplotlib
 
     try:
-        with TTFont(path, lazy=True, fontNumber=0) as font:
+        with _quiet_font_tools(), TTFont(path, lazy=True, fontNumber=0) as font:
             cmap = font.getBestCmap() or {}
             if any(ord(ch) not in cmap for ch in LETTERS):
                 return None
