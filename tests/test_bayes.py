@@ -458,6 +458,10 @@ def test_init_conv_kernels():
     init_conv_kernels(convs, Init.xavier, generator=g)
     std = math.sqrt(2.0 / (8 * 25 + 64 * 25))
     assert abs(float(convs["a"].weight.detach().std()) - std) < 0.1 * std
+    # Kaiming-normal: torch's gain for LeakyReLU(0.01) over sqrt(fan_in), fan_in = 8 * 25
+    init_conv_kernels(convs, "kaiming", generator=g)
+    std = torch.nn.init.calculate_gain("leaky_relu", 0.01) / math.sqrt(8 * 25)
+    assert abs(float(convs["a"].weight.detach().std()) - std) < 0.03 * std
     vae = KernelVAE(default_vae_config(5))
     prior = DeepWeightPrior(vae)
     init_conv_kernels(convs, "dwp", priors={"a": prior}, generator=torch.Generator().manual_seed(7))

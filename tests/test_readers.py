@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dwp.cli import main
 from dwp.data import load_dataset
 from dwp.data.readers import read_cifar_batches, read_idx, read_png_folders, write_idx
 from dwp.errors import CorruptFileError, DatasetNotFoundError
@@ -101,6 +102,22 @@ def test_fashion_from_root(tmp_path):
     make_idx_set(tmp_path / "fashion-mnist")
     ds = load_dataset("fashion-mnist", tmp_path)
     assert ds.classes[0] == "T-shirt/top" and len(ds.train) == 30
+
+
+def test_missing_fashion_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import dwp.data.catalog as catalog
+
+    monkeypatch.setattr(catalog, "FASHION_SYSTEM_DIR", tmp_path / "no-package")
+    with pytest.raises(DatasetNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=r"holds it\.$"):  # no hint for plain MNIST
+        load_dataset("mnist", tmp_path)
+    args = ["bnn", "train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path),
+            "--examples", "10", "--epochs", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install dataset-fashion-mnist" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def _png_folders(root, per_class=3, corrupt=1, size=28):

@@ -127,19 +127,23 @@ def test_cli_vgg_source_to_bayesian_net(tmp_path, capsys):
     exp = tmp_path / "classification"
     assert main(["experiment", "classification", *common, "--arch", "vgg", "--hidden", "2", "3",
                  "--examples", "10", "--splits", "0", "--epochs", "1", "--methods", "dwp",
-                 "normal", "l2-dwp", "--prior-dirs", *[str(prior)] * 4, "--jobs", "1",
+                 "normal", "l2-dwp", "l2-kaiming", "--prior-dirs", *[str(prior)] * 4, "--jobs", "1",
                  "--out", str(exp)]) == 0  # fmt: skip
     rows = json.loads((exp / "summary.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"dwp", "normal", "l2-dwp"}
+    assert {r["method"] for r in rows} == {"dwp", "normal", "l2-dwp", "l2-kaiming"}
     assert json.loads((exp / "runs" / "dwp-n10-s0" / "config.json").read_text())["arch"] == "vgg"
     inits = ["--prior-dirs", *[str(prior)] * 4, "--kernel-dirs", *[str(kernels / "all3x3")] * 4]
     conv = tmp_path / "convergence"
     assert main(["experiment", "convergence", *common, "--arch", "vgg", "--hidden", "2", "3",
                  "--seeds", "0", "--steps", "2", "--eval-every", "1", "--examples", "20",
-                 "--inits", "xavier", "dwp", "filters", *inits, "--jobs", "1",
+                 "--inits", "xavier", "kaiming", "dwp", "filters", *inits, "--jobs", "1",
                  "--out", str(conv)]) == 0  # fmt: skip
     curves = json.loads((conv / "summary.json").read_text())
-    assert set(curves) == {"xavier", "dwp", "filters"} and curves["dwp"]["step"] == [0, 1, 2]
+    assert set(curves) == {"xavier", "kaiming", "dwp", "filters"} and curves["dwp"]["step"] == [
+        0,
+        1,
+        2,
+    ]
     feats = tmp_path / "features"
     assert main(["experiment", "features", *common, "--arch", "vgg", "--base-hidden", "2", "3",
                  "--scales", "1", "--seeds", "0", "--epochs", "1", "--examples", "20",

@@ -136,6 +136,9 @@ class Init(StrEnum):
 
     xavier = "xavier"
     """Xavier-normal."""
+    kaiming = "kaiming"
+    """Kaiming-normal (He et al. 2015) for the nets' LeakyReLU(0.01): std sqrt(2 / (1 + 0.01^2)
+    / fan_in), the usual init of modern CNNs."""
     dwp = "dwp"
     """Decoder means of the layer's deep weight prior at z ~ N(0, I)."""
     filters = "filters"
@@ -158,6 +161,8 @@ class Method(StrEnum):
     """Deterministic net with L2 on the conv parameters, from Xavier."""
     l2_dwp = "l2-dwp"
     """Deterministic net with L2, kernels from prior samples."""
+    l2_kaiming = "l2-kaiming"
+    """Deterministic net with L2, from Kaiming-normal (not in the default sweep)."""
     ensemble = "ensemble"
     """A deep ensemble (Lakshminarayanan et al. 2017): ``ensemble_size`` l2-xavier nets from
     different inits, their predictive probabilities averaged (not in the default sweep)."""
@@ -168,8 +173,8 @@ BAYES_METHODS = ("dwp", "gaussian", "log-uniform", "normal")
 KERNEL_PRIOR_METHODS = ("dwp", "gaussian", "l2-dwp")
 L2_METHODS = ("l2-xavier", "l2-dwp")
 #: Every method of the classification sweep (the default sweep: the paper's, without the
-#: ensemble).
-ALL_METHODS = BAYES_METHODS + L2_METHODS + ("ensemble",)
+#: ensemble and the Kaiming-init L2 net).
+ALL_METHODS = BAYES_METHODS + L2_METHODS + ("l2-kaiming", "ensemble")
 
 
 class ConvergenceModel(StrEnum):

@@ -19,14 +19,17 @@ class DWPError(Exception):
 class DatasetNotFoundError(DWPError, FileNotFoundError):
     """A dataset's files are not in any of the places searched."""
 
-    def __init__(self, name: str, expected: str, searched: list[Path] | tuple[Path, ...]):
+    def __init__(
+        self, name: str, expected: str, searched: list[Path] | tuple[Path, ...], install: str = ""
+    ):
         self.name = name
         self.expected = expected
         self.searched = [Path(p) for p in searched]
         where = ", ".join(str(p) for p in self.searched) or "(no data root given)"
         super().__init__(
             f"dataset {name!r} not found: expected {expected}; searched {where}. "
-            "Point --data-root (or DWP_DATA_ROOT / DATA_ROOT) at the directory that holds it."
+            "Point --data-root (or DWP_DATA_ROOT / DATA_ROOT) at the directory that holds it"
+            + (f", or {install}." if install else ".")
         )
 
 

@@ -178,7 +178,8 @@ def latent_grid(decoded: np.ndarray, size: int, out: str | Path, title: str) -> 
 
 
 _INIT_STYLE = {"xavier": ("tab:gray", "Xavier"), "dwp": ("tab:red", "DWP samples"),
-               "filters": ("tab:blue", "source filters")}  # fmt: skip
+               "filters": ("tab:blue", "source filters"),
+               "kaiming": ("tab:olive", "Kaiming")}  # fmt: skip
 
 
 def _save_accuracy_figure(
@@ -234,6 +235,7 @@ _METHOD_STYLE = {
     "normal": ("tab:gray", "standard normal"),
     "l2-xavier": ("tab:purple", "L2 net, Xavier init"),
     "l2-dwp": ("tab:orange", "L2 net, DWP init"),
+    "l2-kaiming": ("tab:cyan", "L2 net, Kaiming init"),
     "ensemble": ("tab:brown", "deep ensemble (L2 nets)"),
 }
 

@@ -49,6 +49,8 @@ FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")  # fmt: skip
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: How to get Fashion-MNIST offline on Debian / Ubuntu (the package installs FASHION_SYSTEM_DIR).
+FASHION_INSTALL = "install it: apt-get install dataset-fashion-mnist (Debian / Ubuntu)"
 MNIST5K_TEST_PER_CLASS = 100
 
 
@@ -135,10 +137,12 @@ def _under(roots: list[Path], subdirs: Sequence[str]) -> list[Path]:
 _IDX_EXPECTED = "the IDX files " + ", ".join(f"{s}[.gz]" for s in _IDX_FILES.values())
 
 
-def _load_idx_dataset(name: str, dirs: list[Path], classes: tuple[str, ...]) -> Dataset:
+def _load_idx_dataset(
+    name: str, dirs: list[Path], classes: tuple[str, ...], install: str = ""
+) -> Dataset:
     hit = _find_idx_dir(dirs)
     if hit is None:
-        raise DatasetNotFoundError(name, _IDX_EXPECTED, dirs)
+        raise DatasetNotFoundError(name, _IDX_EXPECTED, dirs, install)
     where, files = hit
     tr_x, tr_y = readers.read_idx_pair(files["train_images"], files["train_labels"], len(classes))
     te_x, te_y = readers.read_idx_pair(files["test_images"], files["test_labels"], len(classes))
@@ -166,7 +170,7 @@ def _fashion_dirs(roots: list[Path]) -> list[Path]:
 
 
 def _fashion(roots: list[Path], **_: object) -> Dataset:
-    return _load_idx_dataset("fashion-mnist", _fashion_dirs(roots), FASHION)
+    return _load_idx_dataset("fashion-mnist", _fashion_dirs(roots), FASHION, FASHION_INSTALL)
 
 
 @functools.cache

@@ -2,7 +2,8 @@
 seeds x methods, where a method is a Bayesian net (FConv; CIFARNet for CIFAR; VGGNet with
 ``arch="vgg"``) with a prior (``dwp``, ``gaussian``: the Gaussian kernel prior fitted to the
 DWP's kernels, ``log-uniform``, ``normal``) or the same net, deterministic, with an L2 penalty
-(``l2-xavier``, ``l2-dwp``: its kernels start from Xavier or from samples of the DWP).
+(``l2-xavier``, ``l2-dwp``, ``l2-kaiming``: its kernels start from Xavier, from samples of the
+DWP, or from Kaiming-normal).
 
 Each Bayesian run is an ordinary run directory of :func:`dwp.train.bnn.train_bnn`
 (``OUT/runs/METHOD-nN-sS/``), each deterministic run a JSON file beside them, so a killed sweep
@@ -62,7 +63,8 @@ __all__ = [
 
 
 #: Methods whose nets are deterministic (a JSON file per run, no run directory).
-DETERMINISTIC_METHODS = (*L2_METHODS, "ensemble")
+DETERMINISTIC_METHODS = (*L2_METHODS, "l2-kaiming", "ensemble")
+_L2_INIT = {"l2-dwp": Init.dwp, "l2-kaiming": Init.kaiming}  # the others: Xavier
 #: Member m of an ensemble starts from seed split + m * this.
 ENSEMBLE_SEED_STRIDE = 7919
 #: The keys of a sweep's config that choose its runs, or what is measured of them, rather than
@@ -114,7 +116,7 @@ def _fit_l2_net(
         if config.prior_scale == "data":  # the Bayesian DWP net's rule, on the same images
             gen = torch.Generator().manual_seed(seed + 1)
             priors = scaled_priors(priors, data_scales(model, priors, train.images, generator=gen))
-    init = Init.dwp if task["method"] == "l2-dwp" else Init.xavier
+    init = _L2_INIT.get(task["method"], Init.xavier)
     init_conv_kernels(convs, init, priors=priors, generator=torch.Generator().manual_seed(seed))
     model.to(device)
     x, y = train.images.to(device), train.labels.to(device)

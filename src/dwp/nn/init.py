@@ -1,6 +1,7 @@
 """Initialisation of conv kernels (ordinary weights or posterior means), as in the paper:
 
 * ``xavier``: Xavier-normal (Glorot & Bengio 2010), the baseline;
+* ``kaiming``: Kaiming-normal (He et al. 2015) for LeakyReLU(0.01), modern CNNs' default;
 * ``dwp``: samples of a learned kernel prior: for a Deep Weight Prior the decoder means at
   z ~ N(0, I), for a Gaussian kernel prior draws of it;
 * ``filters``: kernels drawn at random from a kernel set of the source nets.
@@ -17,7 +18,10 @@ from torch import nn
 from dwp.config import Init
 from dwp.errors import DWPError
 
-__all__ = ["Init", "init_conv_kernels", "random_kernels"]
+__all__ = ["KAIMING_SLOPE", "Init", "init_conv_kernels", "random_kernels"]
+
+#: The negative slope of the nets' LeakyReLU, which sets the Kaiming init's gain.
+KAIMING_SLOPE = 0.01
 
 
 def random_kernels(
@@ -47,7 +51,7 @@ def init_conv_kernels(
 
     Args:
         convs: conv layers by name.
-        init: ``xavier``, ``dwp`` or ``filters``.
+        init: ``xavier``, ``kaiming``, ``dwp`` or ``filters``.
         priors: for ``dwp``, a kernel prior with ``sample_kernels`` per layer name
             (:class:`~dwp.priors.DeepWeightPrior`, :class:`~dwp.priors.GaussianKernelPrior`).
         kernel_sets: for ``filters``, a kernel array (N, 1, k, k) per layer name.
@@ -63,6 +67,10 @@ def init_conv_kernels(
         if init is Init.xavier:
             fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
             std = (2.0 / (fan_in + fan_out)) ** 0.5
+            new = torch.randn(w.shape, generator=generator) * std
+        elif init is Init.kaiming:  # fan_in mode, the gain of LeakyReLU(KAIMING_SLOPE)
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(w)
+            std = (2.0 / (1 + KAIMING_SLOPE**2) / fan_in) ** 0.5
             new = torch.randn(w.shape, generator=generator) * std
         elif init is Init.dwp:
             prior = (priors or {}).get(name)
