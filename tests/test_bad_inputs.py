@@ -628,6 +628,29 @@ CASES = [
         lambda t, b: _saved_models(t, b, lambda: {"a.weight": torch.randn(2, 2, 3, 5)}),
         "layer a of the first net has non-square 3x5 kernels",
     ),
+    # --- issue 23: one kernel set from several layers
+    Case(
+        "kernels-extract-merge-mixed-sizes",
+        lambda t, b: [
+            *_saved_models(
+                t,
+                b,
+                lambda: {"a.weight": torch.randn(2, 2, 3, 3), "b.weight": torch.randn(2, 2, 5, 5)},
+            ),
+            "--merge",
+            "all",
+        ],
+        "--merge all: the layers have different kernel sizes (a 3x3, b 5x5)",
+    ),
+    Case(
+        "kernels-extract-merge-bad-name",
+        lambda t, b: [
+            *_saved_models(t, b, lambda: {"a.weight": torch.randn(2, 2, 3, 3)}),
+            "--merge",
+            "x/y",
+        ],
+        "--merge must be a plain directory name",
+    ),
     Case(
         "kernels-extract-custom-pickle",
         lambda t, b: _saved_models(t, b, Pickled),
