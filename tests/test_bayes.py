@@ -29,6 +29,7 @@ from dwp.nn import (
 )
 from dwp.priors import (
     DeepWeightPrior,
+    GaussianKernelPrior,
     KernelVAE,
     LogUniformPrior,
     NormalPrior,
@@ -467,6 +468,23 @@ def test_init_conv_kernels():
     init_conv_kernels(convs, "dwp", priors={"a": prior}, generator=torch.Generator().manual_seed(7))
     expected = prior.sample_kernels(64 * 8, torch.Generator().manual_seed(7))
     torch.testing.assert_close(convs["a"].weight.detach(), expected.reshape(64, 8, 5, 5))
+    # dwp-draw: w ~ p(w | z), the decoder mean at the same z plus its noise
+    init_conv_kernels(convs, "dwp-draw", priors={"a": prior},
+                      generator=torch.Generator().manual_seed(7))  # fmt: skip
+    g7 = torch.Generator().manual_seed(7)
+    z = torch.randn(64 * 8, vae.z_dim, 1, 1, generator=g7)
+    mu, var = vae.decode(z)
+    eps = torch.randn(mu.shape, generator=g7)
+    drawn = convs["a"].weight.detach().reshape(-1, 1, 5, 5)
+    torch.testing.assert_close(drawn, (mu + var.sqrt() * eps).detach())
+    torch.testing.assert_close(drawn, prior.sample_kernels(512, g7.manual_seed(7), mean=False))
+    # a Gaussian kernel prior's samples are draws already: both inits give them
+    gauss = GaussianKernelPrior(torch.zeros(25, dtype=torch.float64),
+                                torch.eye(25, dtype=torch.float64))  # fmt: skip
+    for init in ("dwp", "dwp-draw"):
+        init_conv_kernels(convs, init, priors={"a": gauss}, generator=g7.manual_seed(3))
+        want = gauss.sample_kernels(512, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(convs["a"].weight.detach(), want.reshape(64, 8, 5, 5))
     kernels = torch.randn(600, 1, 5, 5)
     init_conv_kernels(convs, "filters", kernel_sets={"a": kernels}, generator=g)
     flat = convs["a"].weight.detach().reshape(-1, 25)
@@ -476,6 +494,8 @@ def test_init_conv_kernels():
         init_conv_kernels(convs, "filters", kernel_sets={"a": torch.randn(9, 1, 3, 3)})
     with pytest.raises(DWPError, match="needs a learned kernel prior"):
         init_conv_kernels(convs, "dwp")
+    with pytest.raises(DWPError, match="--init dwp-draw needs a learned kernel prior"):
+        init_conv_kernels(convs, "dwp-draw")
 
 
 def test_ece_and_metrics_against_hand_computed_values():

@@ -264,6 +264,44 @@ def test_prior_eval(pipeline, capsys):
     div = res["diversity"]
     assert div["kernels"]["n_kernels"] == 4 and div["samples"]["n_kernels"] == 2048
     assert 1 <= div["samples"]["effective_rank"] <= 49
+    assert div["draws"]["effective_rank"] != div["samples"]["effective_rank"]
+    # the Gaussian reference: N(mean, cov) of the VAE's training kernels, exact log-densities
+    from dwp.priors.gaussian import JITTER
+    from dwp.priors.store import training_kernels
+
+    fitted = torch.from_numpy(training_kernels(pipeline["prior"])).double().flatten(1)
+    cov = torch.cov(fitted.T, correction=0)
+    cov = cov + JITTER * cov.diagonal().mean() * torch.eye(49, dtype=torch.float64)
+    normal = torch.distributions.MultivariateNormal(fitted.mean(0), cov)
+    w = torch.from_numpy(np.load(test_file)).double().flatten(1)
+    ref = res["gaussian_reference"]
+    assert ref["log_lik_per_kernel"] == pytest.approx(float(normal.log_prob(w).mean()), rel=1e-5)
+    zero = float(normal.log_prob(torch.zeros(49, dtype=torch.float64)))
+    assert ref["zero_kernel_log_lik"] == pytest.approx(zero, rel=1e-5)
+    # the small kernels: the kernels' 5% norm quantile, the draws below it
+    small = res["small_kernels"]
+    assert small["radius"] == pytest.approx(float(np.quantile(w.norm(dim=1).numpy(), 0.05)))
+    assert 0 <= small["samples_below"] <= 1 and small["kernels_below"] == 0.25  # 1 of 4
+
+
+def test_prior_eval_of_a_gaussian_prior(pipeline, tmp_path, capsys):
+    out = tmp_path / "gauss"
+    kernels = pipeline["kernels"] / "conv1"
+    assert main(["prior", "train", "--family", "gaussian", "--kernels", str(kernels),
+                 "--out", str(out)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["prior", "eval", "--prior", str(out), "--kernels",
+                 str(kernels / "test.npy")]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    from dwp.priors import GaussianKernelPrior
+
+    prior = GaussianKernelPrior.from_dir(out)
+    normal = torch.distributions.MultivariateNormal(prior.mean, prior.cov)
+    w = torch.from_numpy(np.load(kernels / "test.npy")).double().flatten(1)
+    assert res["family"] == "gaussian" and res["n_kernels"] == len(w)
+    assert res["log_lik_per_kernel"] == pytest.approx(float(normal.log_prob(w).mean()), rel=1e-5)
+    div = res["diversity"]
+    assert div["samples"] == div["draws"]  # a Gaussian's samples are its draws
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,24 @@ def test_data_scales_give_unit_preactivations_and_do_not_depend_on_the_prior_sca
     assert again["b"] == pytest.approx(scales["b"] / 0.1, rel=1e-4)
 
 
+def test_data_scales_of_draws_size_the_draws():
+    """``mean=False`` sizes a Deep Weight Prior's draws w ~ p(w | z) (the dwp-draw init), not
+    its decoder means: a draw-sized prior's draws give unit-std pre-activations."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 6, 3)
+    vae = KernelVAE(default_vae_config(3, z_dim=2, hidden=8))
+    prior = DeepWeightPrior(vae)
+    x = torch.rand(20, 1, 12, 12)
+    for mean in (True, False):
+        c = data_scales(conv, {"": prior}, x, generator=torch.Generator().manual_seed(0),
+                        mean=mean)[""]  # fmt: skip
+        w = prior.sample_kernels(6, torch.Generator().manual_seed(0), mean=mean) * c
+        assert float(nn.functional.conv2d(x, w).std()) == pytest.approx(1.0, rel=1e-4)
+        if mean:
+            by_means = c
+    assert c != pytest.approx(by_means, rel=1e-3)  # the noise makes the draws larger
+
+
 def test_data_scales_refuse_what_they_cannot_move():
     net = _Net()
     mean, cov = _random_gaussian(5)

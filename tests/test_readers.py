@@ -12,7 +12,7 @@ from PIL import Image
 from dwp.cli import main
 from dwp.data import load_dataset
 from dwp.data.readers import read_cifar_batches, read_idx, read_png_folders, write_idx
-from dwp.errors import CorruptFileError, DatasetNotFoundError
+from dwp.errors import CorruptFileError, DatasetNotFoundError, DWPError
 
 from conftest import make_idx_set
 
@@ -102,6 +102,27 @@ def test_fashion_from_root(tmp_path):
     make_idx_set(tmp_path / "fashion-mnist")
     ds = load_dataset("fashion-mnist", tmp_path)
     assert ds.classes[0] == "T-shirt/top" and len(ds.train) == 30
+
+
+def test_test_examples_keeps_one_stratified_subset(tmp_path):
+    arrays = make_idx_set(tmp_path / "fashion-mnist", n_test=60)
+    full = load_dataset("fashion-mnist", tmp_path)
+    cut = load_dataset("fashion-mnist", tmp_path, test_examples=20)
+    again = load_dataset("fashion-mnist", tmp_path, test_examples=20)
+    assert len(cut.test) == 20 and len(cut.train) == len(full.train) == 30
+    assert cut.test.labels.bincount(minlength=10).tolist() == [2] * 10  # stratified
+    assert torch.equal(cut.test.images, again.test.images)  # one set, call after call
+    # the images kept are test images, with their labels
+    x, y = arrays["t10k"]
+    pixels = {bytes(img.tobytes()): int(lab) for img, lab in zip(x, y, strict=True)}
+    for img, lab in zip(cut.test.images, cut.test.labels, strict=True):
+        key = bytes((img[0] * 255).round().to(torch.uint8).numpy().tobytes())
+        assert pixels[key] == int(lab)
+    assert len(load_dataset("fashion-mnist", tmp_path, test_examples=1000).test) == 60
+    with pytest.raises(DWPError, match="fewer than the 10 classes"):
+        load_dataset("fashion-mnist", tmp_path, test_examples=5)
+    with pytest.raises(DWPError, match="positive integer"):
+        load_dataset("fashion-mnist", tmp_path, test_examples=0)
 
 
 def test_missing_fashion_says_how_to_install_it(tmp_path, monkeypatch, capsys):

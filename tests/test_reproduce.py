@@ -78,6 +78,24 @@ def test_experiment_classification(tiny_priors, tmp_path, capsys):
     assert "another config (l2" in capsys.readouterr().err
 
 
+def test_classification_scores_a_test_subset(tiny_priors, tmp_path):
+    out = tmp_path / "cls"
+    args = _classification_args(tiny_priors, out, "--methods", "normal", "--methods",
+                                "l2-xavier", "--test-examples", "10",
+                                "--shift", "rotate", "--shift-examples", "3")  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["test_examples"] == 10
+    bnn = out / "runs" / "normal-n10-s0"
+    assert json.loads((bnn / "config.json").read_text())["test_examples"] == 10
+    for u in (bnn / "uncertainty.json", out / "runs" / "l2-xavier-n10-s0.uncertainty.json"):
+        scored = sum(b["count"] for b in json.loads(u.read_text())["test"]["reliability"])
+        assert scored == 10  # of the 20 test images
+    acc = json.loads((out / "runs" / "l2-xavier-n10-s0.json").read_text())["acc"]
+    assert round(acc * 10, 6) == round(acc * 10)
+    # the same sweep on all test images is another config
+    assert main(_classification_args(tiny_priors, out, "--methods", "normal")) == 2
+
+
 def test_classification_refuses_dwp_options_without_the_dwp(tiny_priors, tmp_path, capsys):
     out = tmp_path / "cls"
     for extra in (["--methods", "normal", "--exact"], ["--exact", "--dwp-kernel-batch", "8"]):

@@ -131,7 +131,20 @@ def test_cli_vgg_source_to_bayesian_net(tmp_path, capsys):
                  "--out", str(exp)]) == 0  # fmt: skip
     rows = json.loads((exp / "summary.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"dwp", "normal", "l2-dwp", "l2-kaiming"}
-    assert json.loads((exp / "runs" / "dwp-n10-s0" / "config.json").read_text())["arch"] == "vgg"
+    run_config = json.loads((exp / "runs" / "dwp-n10-s0" / "config.json").read_text())
+    assert run_config["arch"] == "vgg" and run_config["init"] == "dwp"
+    # the learned prior's methods from its draws instead of its decoder means
+    drawn = tmp_path / "classification-draws"
+    assert main(["experiment", "classification", *common, "--arch", "vgg", "--hidden", "2", "3",
+                 "--examples", "10", "--splits", "0", "--epochs", "1", "--methods", "dwp",
+                 "l2-dwp", "--dwp-init", "dwp-draw", "--prior-dirs", *[str(prior)] * 4,
+                 "--jobs", "1", "--out", str(drawn)]) == 0  # fmt: skip
+    assert json.loads((drawn / "config.json").read_text())["dwp_init"] == "dwp-draw"
+    run_config = json.loads((drawn / "runs" / "dwp-n10-s0" / "config.json").read_text())
+    assert run_config["init"] == "dwp-draw"
+    means, draws = (json.loads((d / "runs" / "l2-dwp-n10-s0.json").read_text())
+                    for d in (exp, drawn))  # fmt: skip
+    assert means["nll"] != draws["nll"]  # another start
     inits = ["--prior-dirs", *[str(prior)] * 4, "--kernel-dirs", *[str(kernels / "all3x3")] * 4]
     conv = tmp_path / "convergence"
     assert main(["experiment", "convergence", *common, "--arch", "vgg", "--hidden", "2", "3",
@@ -147,6 +160,6 @@ def test_cli_vgg_source_to_bayesian_net(tmp_path, capsys):
     feats = tmp_path / "features"
     assert main(["experiment", "features", *common, "--arch", "vgg", "--base-hidden", "2", "3",
                  "--scales", "1", "--seeds", "0", "--epochs", "1", "--examples", "20",
-                 "--inits", "xavier", "dwp", *inits[:5], "--jobs", "1",
+                 "--inits", "xavier", "dwp", "dwp-draw", *inits[:5], "--jobs", "1",
                  "--out", str(feats)]) == 0  # fmt: skip
-    assert set(json.loads((feats / "summary.json").read_text())) == {"xavier", "dwp"}
+    assert set(json.loads((feats / "summary.json").read_text())) == {"xavier", "dwp", "dwp-draw"}

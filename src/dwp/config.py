@@ -41,6 +41,7 @@ __all__ = [
     "Method",
     "Preset",
     "PresetName",
+    "PriorInit",
     "PriorKind",
     "PriorScale",
     "PriorTrainConfig",
@@ -140,9 +141,28 @@ class Init(StrEnum):
     """Kaiming-normal (He et al. 2015) for the nets' LeakyReLU(0.01): std sqrt(2 / (1 + 0.01^2)
     / fan_in), the usual init of modern CNNs."""
     dwp = "dwp"
-    """Decoder means of the layer's deep weight prior at z ~ N(0, I)."""
+    """Decoder means of the layer's deep weight prior at z ~ N(0, I) (the paper's)."""
+    dwp_draw = "dwp-draw"
+    """Draws of the layer's deep weight prior, w ~ p(w | z) at z ~ N(0, I): the prior's own
+    samples, its decoder variance included. Where the decoder variance carries much of the
+    kernels' variety (3x3 kernels), the means are less varied than the kernels and the draws
+    are not."""
     filters = "filters"
     """Random kernels of the source nets' kernel set for the layer's kernel size."""
+
+    @property
+    def uses_prior(self) -> bool:
+        """Whether the kernels are samples of a learned kernel prior (``dwp``, ``dwp-draw``)."""
+        return self in (Init.dwp, Init.dwp_draw)
+
+
+class PriorInit(StrEnum):
+    """The inits that are samples of a learned kernel prior (see :class:`Init`)."""
+
+    dwp = "dwp"
+    """Decoder means at z ~ N(0, I) (the paper's)."""
+    dwp_draw = "dwp-draw"
+    """Draws w ~ p(w | z) at z ~ N(0, I)."""
 
 
 class Method(StrEnum):
@@ -246,8 +266,9 @@ def parse_inits(inits: Iterable[str]) -> tuple[str, ...]:
 def check_init_sources(inits, prior_dirs, kernel_dirs) -> None:
     """``dwp`` needs priors; ``filters`` needs kernel sets (or priors, whose training kernels
     serve)."""
-    if "dwp" in inits and not prior_dirs:
-        raise DWPError("init dwp needs --prior-dirs (one prior directory per conv layer)")
+    for init in ("dwp", "dwp-draw"):
+        if init in inits and not prior_dirs:
+            raise DWPError(f"init {init} needs --prior-dirs (one prior directory per conv layer)")
     if "filters" in inits and not (kernel_dirs or prior_dirs):
         raise DWPError("init filters needs --kernel-dirs (or --prior-dirs of trained priors)")
 
@@ -483,6 +504,7 @@ class BNNConfig:
     log_sigma2_init: float = -10.0
     normal_std: float = 1.0
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
+    test_examples: int | None = None  # test images scored (load_dataset's subset; None: all)
     # a user's architecture instead of FConv / CIFARNet: "package.module:factory" or
     # "file.py:factory", called with those of in_channels, num_classes, image_size it takes
     model: str | None = None
@@ -551,6 +573,8 @@ class BNNConfig:
             dwp_samples=self.dwp_samples >= 1,
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
             normal_std=positive(self.normal_std),
+            test_examples=self.test_examples is None
+            or (isinstance(self.test_examples, int) and self.test_examples >= 1),
         )
         if self.uses_kernel_priors and not self.prior_dirs:
             raise DWPError(
@@ -568,7 +592,7 @@ class BNNConfig:
     @property
     def uses_kernel_priors(self) -> bool:
         """Whether the run uses the learned priors of ``prior_dirs`` (as prior or init)."""
-        return self.prior in (PriorKind.dwp, PriorKind.gaussian) or self.init is Init.dwp
+        return self.prior in (PriorKind.dwp, PriorKind.gaussian) or self.init.uses_prior
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -603,6 +627,8 @@ class ClassificationConfig:
     rotations: tuple[float, ...] = ()
     shift_examples: int | None = None  # test images rotated (a seeded subset; None: all)
     arch: str = "auto"  # fconv, cifarnet, or auto (by the dataset's image shape)
+    test_examples: int | None = None  # test images scored (load_dataset's subset; None: all)
+    dwp_init: str = "dwp"  # what the learned priors' methods start from: dwp or dwp-draw
     format_version: int = field(default=EXPERIMENT_FORMAT_VERSION)
 
     def __post_init__(self):
@@ -615,6 +641,7 @@ class ClassificationConfig:
         self.prior_dirs = _paths(self.prior_dirs)
         self.prior_scale = _choice(PriorScale, self.prior_scale, "prior_scale")
         self.sampling = _choice(Sampling, self.sampling, "sampling")
+        self.dwp_init = _choice(PriorInit, self.dwp_init, "dwp_init")
         unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
             raise DWPError(f"unknown methods {unknown}; choose from {', '.join(ALL_METHODS)}")
@@ -636,6 +663,8 @@ class ClassificationConfig:
             dwp_kernel_batch=self.dwp_kernel_batch is None or self.dwp_kernel_batch >= 1,
             shift_examples=self.shift_examples is None
             or (isinstance(self.shift_examples, int) and self.shift_examples >= 1),
+            test_examples=self.test_examples is None
+            or (isinstance(self.test_examples, int) and self.test_examples >= 1),
         )
         if any(m in KERNEL_PRIOR_METHODS for m in self.methods) and not self.prior_dirs:
             raise DWPError(

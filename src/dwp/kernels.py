@@ -39,6 +39,7 @@ __all__ = [
     "resolve_kernel_sets",
     "select_layers",
     "shipped_kernel_sets",
+    "small_kernel_mass",
     "validate_kernels",
 ]
 
@@ -85,6 +86,29 @@ def kernel_diversity(kernels: np.ndarray, max_kernels: int = 2048, seed: int = 0
     off_diagonal = (cos.sum() - np.trace(cos)) / (len(k) * (len(k) - 1))
     return {"effective_rank": float(np.exp(-(p * np.log(p)).sum())),
             "mean_abs_cosine": float(off_diagonal), "n_kernels": len(k)}  # fmt: skip
+
+
+def small_kernel_mass(kernels: np.ndarray, samples: np.ndarray, quantile: float = 0.05) -> dict:
+    """How much of a prior's mass lies on small kernels, against real kernels: the radius r
+    below which the ``quantile`` fraction of ``kernels`` (N, 1, k, k) lies by L2 norm, and the
+    fraction of ``samples`` (a prior's draws) with norms below r (``samples_below``; ``ratio``
+    = that over ``kernels_below``). A ratio above 1: the prior's samples are small kernels more
+    often than the kernels are (the 7x7 / 5x5 failure before ``min_norm``); below 1: less often.
+
+    It complements the zero kernel's ELBO, a density at one point (the one a mean-field
+    posterior's KL, about -log p at its mean, is pulled to): every density that peaks at zero is
+    above its kernels' there (a Gaussian by k*k / 2 nats: log p(0) - E log p(w) = k*k / 2 for
+    w ~ N(0, S)) and can still give the small kernels less mass than they have."""
+    if not 0 < quantile < 1:
+        raise DWPError(f"quantile must be in (0, 1), got {quantile}")
+    real, drawn = kernel_norms(kernels), kernel_norms(samples)
+    if not len(real) or not len(drawn):
+        raise DWPError("small_kernel_mass needs kernels and samples")
+    radius = float(np.quantile(real, quantile))
+    below_real = float((real <= radius).mean())
+    below = float((drawn <= radius).mean())
+    return {"radius": radius, "kernels_below": below_real, "samples_below": below,
+            "ratio": below / below_real}  # fmt: skip
 
 
 def validate_kernels(kernels: np.ndarray, name: str, kernel_size: int | None = None) -> np.ndarray:

@@ -178,6 +178,7 @@ def latent_grid(decoded: np.ndarray, size: int, out: str | Path, title: str) -> 
 
 
 _INIT_STYLE = {"xavier": ("tab:gray", "Xavier"), "dwp": ("tab:red", "DWP samples"),
+               "dwp-draw": ("tab:purple", "DWP draws"),
                "filters": ("tab:blue", "source filters"),
                "kaiming": ("tab:olive", "Kaiming")}  # fmt: skip
 

@@ -66,6 +66,15 @@ ArchOpt = Annotated[
         "two blocks of two 3x3 convs (a modern CNN's layers)."
     ),
 ]
+TestExamplesOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Score on this many test images (a class-stratified subset, the same for every "
+        "run; default: all of them). Cuts the evaluation time of large test sets.",
+        show_default=False,
+    ),
+]
 ExecutorOpt = Annotated[
     ExecutorKind,
     typer.Option(

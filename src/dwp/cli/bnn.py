@@ -15,6 +15,7 @@ from dwp.cli._common import (
     DeviceOpt,
     Examples,
     HiddenOpt,
+    TestExamplesOpt,
     WidthScaleOpt,
     bar,
     group,
@@ -76,6 +77,7 @@ def bnn_train(
     hidden: HiddenOpt = None,
     width_scale: WidthScaleOpt = None,
     arch: ArchOpt = Arch.auto,
+    test_examples: TestExamplesOpt = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Batch size (capped at N).")
     ] = D.batch_size,
@@ -184,6 +186,7 @@ def bnn_train(
         dwp_kernel_batch=kernel_batch(dwp, dwp_kernel_batch, exact, D.dwp_kernel_batch),
         normal_std=D.normal_std if normal_std is None else normal_std, model=model,
         prior_scale=prior_scale, dwp_estimator=dwp_estimator.value, sampling=sampling.value,
+        test_examples=test_examples,
     )  # fmt: skip
     dev = resolve_device(device)
     if finished_result(out, config) is not None:  # after the config check: same run

@@ -23,6 +23,7 @@ from dwp.cli._common import (
     JobsOpt,
     KernelDirsOpt,
     SeedsOpt,
+    TestExamplesOpt,
     WidthScaleOpt,
     echo_table,
     executor,
@@ -42,6 +43,7 @@ from dwp.config import (
     ExecutorKind,
     FeaturesConfig,
     Method,
+    PriorInit,
     PriorScale,
     Sampling,
     Shift,
@@ -201,6 +203,14 @@ def experiment_classification(
             "the time a step from 200 examples on).",
         ),
     ] = Sampling(ClassificationConfig.sampling),
+    dwp_init: Annotated[
+        PriorInit,
+        typer.Option(
+            help="What the learned priors' methods (dwp, gaussian, l2-dwp) start from: dwp "
+            "(a DWP's decoder means, the paper's) or dwp-draw (its draws w ~ p(w | z), as "
+            "varied as its kernels where the decoder variance carries their variety: 3x3).",
+        ),
+    ] = PriorInit(ClassificationConfig.dwp_init),
     ensemble_size: Annotated[
         int, typer.Option(min=1, help="Nets of the ensemble method (--methods ensemble).")
     ] = ClassificationConfig.ensemble_size,
@@ -227,6 +237,7 @@ def experiment_classification(
             show_default=False,
         ),
     ] = None,
+    test_examples: TestExamplesOpt = None,
     executor_kind: ExecutorOpt = ExecutorKind.local,
     jobs: JobsOpt = 0,
     address: AddressOpt = None,
@@ -251,6 +262,7 @@ def experiment_classification(
         lr=lr, prior_dirs=tuple(prior_dirs or ()), l2=l2, prior_scale=prior_scale.value,
         sampling=sampling.value, ensemble_size=ensemble_size, ood=tuple(ood or ()),
         rotations=ROTATIONS if shift is Shift.rotate else (), shift_examples=shift_examples,
+        test_examples=test_examples, dwp_init=dwp_init.value,
         dwp_kernel_batch=kernel_batch(methods is None or Method.dwp in methods,
                                       dwp_kernel_batch, exact,
                                       ClassificationConfig.dwp_kernel_batch),

@@ -44,7 +44,8 @@ def prior_list(
     """The priors shipped with dwp (and any given): name (what --prior-dirs, bayesianize and
     DeepWeightPrior.pretrained take), kernel size, latent size, the kernels it was fitted to, test
     ELBO and the zero kernel's ELBO (nats/kernel; for a Gaussian prior, z "Gaussian", its exact
-    log-likelihoods), and the effective rank of its samples beside its training kernels'."""
+    log-likelihoods), and the effective rank of its samples (decoder means, the DWP init's; and
+    draws w ~ p(w | z), the prior's own) beside its training kernels'."""
     from dwp.cli._common import echo_table
     from dwp.data.shipped import shipped_priors
     from dwp.io import write_json
@@ -61,9 +62,10 @@ def prior_list(
     rows = [[c["name"], f"{c['kernel_size']}x{c['kernel_size']}",
              "Gaussian" if c["z_dim"] is None else c["z_dim"], c["source"] or "-",
              num(c["kernels"], "d"), num(c["test_elbo"]), num(c["zero_kernel_elbo"]),
-             f"{num(c['rank_samples'])} / {num(c['rank_kernels'])}"] for c in cards]  # fmt: skip
+             f"{num(c['rank_samples'])} / {num(c['rank_draws'])} / {num(c['rank_kernels'])}"]
+            for c in cards]  # fmt: skip
     echo_table(["name", "kernel", "z", "fitted to", "kernels", "test ELBO", "zero-kernel ELBO",
-                "eff. rank samples / kernels"], rows)  # fmt: skip
+                "eff. rank means / draws / kernels"], rows)  # fmt: skip
     if json_out is not None:
         write_json(json_out, cards)
 
@@ -205,28 +207,22 @@ def prior_eval(
     seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Print JSON with the ELBO per kernel (elbo_per_kernel) and an importance-weighted
-    log-likelihood per kernel (iw_log_likelihood_per_kernel), in nats; the ELBO of the zero
-    kernel (zero_kernel_elbo: far above elbo_per_kernel, the prior's density peaks at zero and
-    Bayesian layers under it shrink their kernels); and the shape diversity (effective rank,
-    mean |cos|) of the kernels and of 2048 prior samples (decoder means)."""
+    """Print JSON: how the prior scores the kernels and how its samples compare with them. A
+    kernel VAE: the ELBO per kernel (elbo_per_kernel), an importance-weighted log-likelihood per
+    kernel (iw_log_likelihood_per_kernel), in nats; the ELBO of the zero kernel
+    (zero_kernel_elbo: above elbo_per_kernel, the prior's density peaks at zero); the same
+    scores of a full-covariance Gaussian fitted to the VAE's training kernels
+    (gaussian_reference). A Gaussian prior: its exact log-likelihoods. Both: the shape
+    diversity (effective rank, mean |cos|) of the kernels, of 2048 samples (decoder means, the
+    DWP init's) and of 2048 draws (w ~ p(w | z)), and how much of the draws' mass lies below
+    the kernels' 5% norm quantile (small_kernels)."""
     import json
 
-    import torch
-
     from dwp.device import resolve_device
-    from dwp.kernels import kernel_diversity, load_kernel_file
-    from dwp.priors import load_prior, sample_diversity
-    from dwp.train.prior import evaluate_prior, zero_kernel_elbo
+    from dwp.train.prior import evaluate_prior_dir
 
-    dev = resolve_device(device)
-    vae, _ = load_prior(prior, map_location=dev)
-    w = torch.from_numpy(load_kernel_file(kernels, vae.kernel_size))
-    result = evaluate_prior(vae, w, samples=samples, iw_samples=iw_samples, seed=seed)
-    result["zero_kernel_elbo"] = zero_kernel_elbo(vae, samples=samples, seed=seed)
-    result["diversity"] = {"kernels": kernel_diversity(w.numpy(), seed=seed),
-                           "samples": sample_diversity(vae, seed=seed)}  # fmt: skip
-    result.update({"kernel_size": vae.kernel_size, "prior": str(prior), "kernels": str(kernels)})
+    result = evaluate_prior_dir(prior, kernels, samples=samples, iw_samples=iw_samples,
+                                seed=seed, map_location=resolve_device(device))  # fmt: skip
     typer.echo(json.dumps(result, indent=2))
 
 

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,13 @@ from dwp.config import resolve_arch
 from dwp.data import readers
 from dwp.data.letters import LETTERS, find_fonts, load_letters
 from dwp.data.paths import cache_dir, data_roots
+from dwp.data.splits import few_shot
 from dwp.errors import CorruptFileError, DatasetNotFoundError, DWPError
 from dwp.io import atomic_path
 
 __all__ = [
     "DATASETS",
+    "TEST_SUBSET_SEED",
     "Dataset",
     "DatasetSpec",
     "DatasetStatus",
@@ -52,6 +54,8 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: How to get Fashion-MNIST offline on Debian / Ubuntu (the package installs FASHION_SYSTEM_DIR).
 FASHION_INSTALL = "install it: apt-get install dataset-fashion-mnist (Debian / Ubuntu)"
 MNIST5K_TEST_PER_CLASS = 100
+#: The seed of the test subset ``load_dataset(..., test_examples=n)`` keeps.
+TEST_SUBSET_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -461,15 +465,24 @@ def dataset_arch(name: str, arch: str = "auto") -> str:
 
 
 def load_dataset(
-    name: str, data_root: str | Path | Sequence[str | Path] | None = None, **options: object
+    name: str,
+    data_root: str | Path | Sequence[str | Path] | None = None,
+    *,
+    test_examples: int | None = None,
+    **options: object,
 ) -> Dataset:
     """Load a dataset of the catalog by name.
 
     Args:
         name: a key of :data:`DATASETS`.
         data_root: where to look for files (see :func:`dwp.data.paths.data_roots`).
+        test_examples: keep only this many test images, a class-stratified draw of seed
+            :data:`TEST_SUBSET_SEED` (the same images on every call: a sweep's runs are scored
+            on one set); None, or more than the test part holds: all of them.
         **options: dataset-specific options; ``letters`` takes ``n_train``, ``n_test``, ``seed``.
     """
+    if test_examples is not None and not (isinstance(test_examples, int) and test_examples >= 1):
+        raise DWPError(f"test_examples must be a positive integer or None, got {test_examples!r}")
     spec = _spec(name)
     ds = spec.loader(data_roots(data_root), **options)
     for part, images in (("train", ds.train), ("test", ds.test)):
@@ -482,6 +495,13 @@ def load_dataset(
             f"train images are {_shape(train_shape)} but test images {_shape(test_shape)}; the "
             "parts of a dataset must have one image shape",
         )
+    if test_examples is not None and test_examples < len(ds.test):
+        if test_examples < ds.num_classes:
+            raise DWPError(
+                f"test_examples={test_examples} is fewer than the {ds.num_classes} classes of "
+                f"{name}; keep at least one test image per class"
+            )
+        ds = replace(ds, test=few_shot(ds.test, test_examples, TEST_SUBSET_SEED))
     return ds
 
 

@@ -64,14 +64,14 @@ __all__ = [
 
 #: Methods whose nets are deterministic (a JSON file per run, no run directory).
 DETERMINISTIC_METHODS = (*L2_METHODS, "l2-kaiming", "ensemble")
-_L2_INIT = {"l2-dwp": Init.dwp, "l2-kaiming": Init.kaiming}  # the others: Xavier
+_L2_INIT = {"l2-kaiming": Init.kaiming}  # l2-dwp: the sweep's dwp_init; the others: Xavier
 #: Member m of an ensemble starts from seed split + m * this.
 ENSEMBLE_SEED_STRIDE = 7919
 #: The keys of a sweep's config that choose its runs, or what is measured of them, rather than
 #: how each run trains.
 GRID = ("examples", "splits", "methods", "ood", "rotations", "shift_examples")
 #: What a sweep config written before a key existed did.
-LEGACY_SWEEP = {"sampling": "local", "ensemble_size": 5}
+LEGACY_SWEEP = {"sampling": "local", "ensemble_size": 5, "test_examples": None, "dwp_init": "dwp"}
 
 
 def run_name(task: dict) -> str:
@@ -82,12 +82,13 @@ def _bnn_config(config: ClassificationConfig, task: dict) -> BNNConfig:
     learned = task["method"] in ("dwp", "gaussian")  # start from samples of their own prior
     return BNNConfig(
         dataset=config.dataset, examples=task["examples"], split_seed=task["split"],
-        prior=task["method"], init=Init.dwp if learned else Init.xavier,
+        prior=task["method"], init=config.dwp_init if learned else Init.xavier,
         prior_dirs=config.prior_dirs if learned else (), hidden=config.hidden, arch=config.arch,
         epochs=config.epochs, lr=config.lr, eval_every=config.epochs,
         ens_samples=config.ens_samples, prior_scale=config.prior_scale, sampling=config.sampling,
         dwp_kernel_batch=config.dwp_kernel_batch if task["method"] == "dwp" else None,
         dwp_estimator=config.dwp_estimator if task["method"] == "dwp" else "cache",
+        test_examples=config.test_examples,
     )  # fmt: skip
 
 
@@ -115,8 +116,12 @@ def _fit_l2_net(
         }
         if config.prior_scale == "data":  # the Bayesian DWP net's rule, on the same images
             gen = torch.Generator().manual_seed(seed + 1)
-            priors = scaled_priors(priors, data_scales(model, priors, train.images, generator=gen))
-    init = _L2_INIT.get(task["method"], Init.xavier)
+            scales = data_scales(model, priors, train.images, generator=gen,
+                                 mean=config.dwp_init == Init.dwp)  # fmt: skip
+            priors = scaled_priors(priors, scales)
+    init = (
+        config.dwp_init if task["method"] == "l2-dwp" else _L2_INIT.get(task["method"], Init.xavier)
+    )
     init_conv_kernels(convs, init, priors=priors, generator=torch.Generator().manual_seed(seed))
     model.to(device)
     x, y = train.images.to(device), train.labels.to(device)
@@ -153,7 +158,7 @@ def train_l2_net(
     t0 = time.perf_counter()
     device = torch.device(device)
     size = config.ensemble_size if task["method"] == "ensemble" else 1
-    ds = load_dataset(config.dataset, data_root)
+    ds = load_dataset(config.dataset, data_root, test_examples=config.test_examples)
     fitted = [_fit_l2_net(config, task, device, ds, m) for m in range(size)]
     model = DeepEnsemble([m for m, _ in fitted]) if task["method"] == "ensemble" else fitted[0][0]
     probs = predict(model, ds.test.images, samples=1, mode="mean").probs
@@ -222,7 +227,7 @@ def _uncertainty(config, task, out: Path, device, data_root, model=None) -> dict
                             shift_examples=config.shift_examples)  # fmt: skip
     if model is None:
         model = train_l2_net(config, task, device, data_root, return_model=True)["model"]
-    ds = load_dataset(config.dataset, data_root)
+    ds = load_dataset(config.dataset, data_root, test_examples=config.test_examples)
     shape = tuple(int(v) for v in ds.test.images.shape[1:])
     sets = {n: ood_images(n, shape, len(ds.test), data_root) for n in config.ood}
     u = evaluate_uncertainty(model, ds.test, ood=sets, rotations=config.rotations,

@@ -40,10 +40,10 @@ def run_tasks(executor, job: Callable, tasks: list, names: list[str],
 
 
 def load_init_sources(inits, names: list[str], prior_dirs, kernel_dirs):
-    """The priors (for ``dwp``) and kernel sets (for ``filters``) by conv layer name, each None
-    when no init asks for it."""
+    """The priors (for ``dwp``, ``dwp-draw``) and kernel sets (for ``filters``) by conv layer
+    name, each None when no init asks for it."""
     priors = kernel_sets = None
-    if "dwp" in inits:
+    if "dwp" in inits or "dwp-draw" in inits:
         check_per_layer(prior_dirs, names, "prior directories")
         priors = {n: DeepWeightPrior.from_dir(d) for n, d in zip(names, prior_dirs, strict=True)}
     if "filters" in inits:

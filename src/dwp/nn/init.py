@@ -3,12 +3,15 @@
 * ``xavier``: Xavier-normal (Glorot & Bengio 2010), the baseline;
 * ``kaiming``: Kaiming-normal (He et al. 2015) for LeakyReLU(0.01), modern CNNs' default;
 * ``dwp``: samples of a learned kernel prior: for a Deep Weight Prior the decoder means at
-  z ~ N(0, I), for a Gaussian kernel prior draws of it;
+  z ~ N(0, I) (the paper's), for a Gaussian kernel prior draws of it;
+* ``dwp-draw``: draws of a learned kernel prior, for a Deep Weight Prior w ~ p(w | z) at
+  z ~ N(0, I) (its decoder variance included);
 * ``filters``: kernels drawn at random from a kernel set of the source nets.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,7 +21,7 @@ from torch import nn
 from dwp.config import Init
 from dwp.errors import DWPError
 
-__all__ = ["KAIMING_SLOPE", "Init", "init_conv_kernels", "random_kernels"]
+__all__ = ["KAIMING_SLOPE", "Init", "draw_kernels", "init_conv_kernels", "random_kernels"]
 
 #: The negative slope of the nets' LeakyReLU, which sets the Kaiming init's gain.
 KAIMING_SLOPE = 0.01
@@ -39,6 +42,24 @@ def random_kernels(
     return kernels[idx]
 
 
+def draw_kernels(
+    prior: nn.Module, n: int, generator: torch.Generator | None = None, mean: bool = True
+) -> torch.Tensor:
+    """``n`` kernels of a learned kernel prior: its ``sample_kernels(n, generator)`` (a Deep
+    Weight Prior's decoder means), or with ``mean=False`` its draws (``sample_kernels(...,
+    mean=False)``; a prior whose samples are draws already, as a Gaussian's, is asked as is)."""
+    if mean or not _has_mean_option(prior):
+        return prior.sample_kernels(n, generator)
+    return prior.sample_kernels(n, generator, mean=False)
+
+
+def _has_mean_option(prior: nn.Module) -> bool:
+    try:
+        return "mean" in inspect.signature(prior.sample_kernels).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def init_conv_kernels(
     convs: Mapping[str, nn.Conv2d],
     init: Init | str,
@@ -51,8 +72,8 @@ def init_conv_kernels(
 
     Args:
         convs: conv layers by name.
-        init: ``xavier``, ``kaiming``, ``dwp`` or ``filters``.
-        priors: for ``dwp``, a kernel prior with ``sample_kernels`` per layer name
+        init: ``xavier``, ``kaiming``, ``dwp``, ``dwp-draw`` or ``filters``.
+        priors: for ``dwp`` and ``dwp-draw``, a kernel prior with ``sample_kernels`` per layer name
             (:class:`~dwp.priors.DeepWeightPrior`, :class:`~dwp.priors.GaussianKernelPrior`).
         kernel_sets: for ``filters``, a kernel array (N, 1, k, k) per layer name.
         generator: the random source (CPU generator).
@@ -72,10 +93,10 @@ def init_conv_kernels(
             fan_in, _ = nn.init._calculate_fan_in_and_fan_out(w)
             std = (2.0 / (1 + KAIMING_SLOPE**2) / fan_in) ** 0.5
             new = torch.randn(w.shape, generator=generator) * std
-        elif init is Init.dwp:
+        elif init.uses_prior:
             prior = (priors or {}).get(name)
             if prior is None or not hasattr(prior, "sample_kernels"):
-                raise DWPError(f"--init dwp needs a learned kernel prior for {name}")
+                raise DWPError(f"--init {init.value} needs a learned kernel prior for {name}")
             prior.check_layer(conv, name)
             gen = generator
             dev = next(iter([*prior.parameters(), *prior.buffers()])).device
@@ -83,7 +104,7 @@ def init_conv_kernels(
                 gen = torch.Generator(dev).manual_seed(
                     int(torch.randint(2**62, (1,), generator=generator))
                 )
-            new = prior.sample_kernels(n, gen).cpu()
+            new = draw_kernels(prior, n, gen, mean=init is Init.dwp).cpu()
         else:
             kernels = (kernel_sets or {}).get(name)
             if kernels is None:

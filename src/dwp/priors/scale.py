@@ -41,11 +41,16 @@ def data_scales(
     *,
     generator: torch.Generator | None = None,
     max_images: int = MAX_SCALE_IMAGES,
+    mean: bool = True,
 ) -> dict[str, float]:
     """The factor c per conv layer of ``priors`` (layer name -> a kernel prior with
     ``sample_kernels``) that gives unit-std pre-activations on ``images`` (see the module
     docstring). ``model`` is not changed: a copy gets the drawn kernels. Layers without a prior
-    keep their weights. The kernels are drawn on CPU from ``generator``."""
+    keep their weights. The kernels are drawn on CPU from ``generator``: the priors' samples
+    (a Deep Weight Prior's decoder means, the DWP init's), or with ``mean=False`` their draws
+    (:func:`dwp.nn.init.draw_kernels`; the ``dwp-draw`` init's)."""
+    from dwp.nn.init import draw_kernels
+
     if not priors:
         return {}
     if len(images) == 0:
@@ -64,7 +69,7 @@ def data_scales(
     for name, prior in priors.items():
         getattr(prior, "check_layer", lambda layer, name: None)(modules[name], name)
         w = modules[name].weight
-        kernels = prior.sample_kernels(w.shape[0] * w.shape[1], _on_device(prior, generator))
+        kernels = draw_kernels(prior, w.shape[0] * w.shape[1], _on_device(prior, generator), mean)
         drawn[name] = kernels.reshape(w.shape).to(device=device, dtype=w.dtype)
         w.copy_(drawn[name])
     order, inputs, hooks = _forward_order(net, list(priors), x)

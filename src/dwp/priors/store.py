@@ -68,12 +68,13 @@ def kernel_summary(kernels: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def sample_diversity(vae: KernelVAE, n: int = 2048, seed: int = 0) -> dict:
+def sample_diversity(vae: KernelVAE, n: int = 2048, seed: int = 0, mean: bool = True) -> dict:
     """:func:`dwp.kernels.kernel_diversity` of ``n`` decoder means at z ~ N(0, I) (the samples
-    the DWP initialises with), drawn with ``seed`` on the VAE's device."""
+    the DWP init starts from), or with ``mean=False`` of ``n`` draws w ~ p(w | z) (the prior's
+    own samples, the ``dwp-draw`` init's), drawn with ``seed`` on the VAE's device."""
     device = next(vae.parameters()).device
-    drawn = vae.sample(n, generator=torch.Generator(device=device).manual_seed(seed))
-    return kernel_diversity(drawn.cpu().numpy(), seed=seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return kernel_diversity(vae.sample(n, generator=gen, mean=mean).cpu().numpy(), seed=seed)
 
 
 def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
@@ -82,7 +83,9 @@ def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
     was fitted to), ``test_elbo`` (nats per kernel, on held-out kernels, the train figure if it
     has none; a Gaussian's is its exact log-likelihood), ``zero_kernel_elbo`` (far above
     ``test_elbo``: the density peaks at the zero kernel), and the effective rank of 2048
-    samples beside that of its training kernels (how much of their variety the samples keep)."""
+    samples (``rank_samples``: decoder means, the DWP init's; ``rank_draws``: draws w ~ p(w | z),
+    the prior's own samples; the same for a Gaussian) beside that of its training kernels (how
+    much of their variety the samples keep)."""
     from dwp.data.shipped import source_name
     from dwp.priors.gaussian import GAUSSIAN_FORMAT, GaussianKernelPrior
     from dwp.train.prior import zero_kernel_elbo
@@ -95,12 +98,13 @@ def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
         k, z_dim, score_key = prior.kernel_size, None, "log_lik_per_kernel"
         zero = meta.get("zero_kernel_log_lik")
         drawn = prior.sample_kernels(2048, torch.Generator().manual_seed(seed)).numpy()
-        rank = kernel_diversity(drawn, seed=seed)["effective_rank"]
+        rank = rank_draws = kernel_diversity(drawn, seed=seed)["effective_rank"]
     else:
         vae, meta = load_prior(path)
         k, z_dim, score_key = vae.kernel_size, vae.z_dim, "elbo_per_kernel"
         zero = zero_kernel_elbo(vae, samples=10, seed=seed)
         rank = sample_diversity(vae, seed=seed)["effective_rank"]
+        rank_draws = sample_diversity(vae, seed=seed, mean=False)["effective_rank"]
     metrics = meta.get("metrics") or {}
     part = metrics.get("test") or metrics.get("train") or {}
     stats = (meta.get("kernel_stats") or {}).get("train") or {}
@@ -115,6 +119,7 @@ def prior_card(name_or_path: str | Path, seed: int = 0) -> dict:
         "test_elbo": part.get(score_key),
         "zero_kernel_elbo": zero,
         "rank_samples": rank,
+        "rank_draws": rank_draws,
         "rank_kernels": (stats.get("diversity") or {}).get("effective_rank"),
         "kernels": stats.get("count"),
     }

@@ -430,12 +430,12 @@ class DeepWeightPrior(WeightPrior):
         self.cache_pos.zero_()
 
     @torch.no_grad()
-    def sample_kernels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` kernels (n, 1, k, k): decoder means at z ~ N(0, I) (the paper's DWP init)."""
-        p = next(self.vae.parameters())
-        z = torch.randn(n, self.vae.z_dim, 1, 1, generator=generator, device=p.device,
-                        dtype=p.dtype)  # fmt: skip
-        return self.vae.decode(z)[0]
+    def sample_kernels(
+        self, n: int, generator: torch.Generator | None = None, mean: bool = True
+    ) -> torch.Tensor:
+        """``n`` kernels (n, 1, k, k): decoder means at z ~ N(0, I) (the paper's DWP init), or
+        with ``mean=False`` draws w ~ p(w | z) (the prior's own samples)."""
+        return self.vae.sample(n, generator=generator, mean=mean)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, samples={self.samples}, " \

@@ -165,7 +165,8 @@ def bnn_prior_scales(
         model, names = _bare_net(config, channels, num_classes, size, device)
         priors = _kernel_priors(config, names, device)
     gen = torch.Generator().manual_seed(config.seed + 1)
-    return data_scales(model, priors, images, generator=gen)
+    # the rule sizes the samples the run starts from: decoder means, or draws for dwp-draw
+    return data_scales(model, priors, images, generator=gen, mean=config.init is not Init.dwp_draw)
 
 
 def load_factory(spec: str):
@@ -274,10 +275,10 @@ def _build_user_bnn(config, in_channels, num_classes, image_size, device, scales
         spec = fallback
     bayesianize(model, spec, fallback=fallback, log_sigma2_init=config.log_sigma2_init,
                 mode=_MODES[config.sampling])  # fmt: skip
-    if config.init is Init.dwp:
+    if config.init.uses_prior:
         from dwp.train.fit import _dwp_init
 
-        _dwp_init(model, config.seed)
+        _dwp_init(model, config.seed, config.init.value)
     return model
 
 
@@ -328,7 +329,7 @@ def evaluate_run(
     if read_result(run) is None:
         raise DWPError(f"{run} is not a finished Bayesian CNN run (no {_RESULT}); train it first")
     model, config = load_bnn(run, device)
-    ds = load_dataset(config.dataset, data_root)
+    ds = load_dataset(config.dataset, data_root, test_examples=config.test_examples)
     shape = tuple(int(v) for v in ds.test.images.shape[1:])
     n = len(ds.test) if ood_examples is None else ood_examples
     sets = {name: ood_images(name, shape, n, data_root, seed) for name in dict.fromkeys(ood)}
@@ -353,7 +354,12 @@ def _stored_config(path: Path) -> BNNConfig:
 
 _REMEDY = "delete it to start the run over"
 #: What a run config written before a key existed did: no kernel-scale rule, the cache.
-LEGACY_CONFIG = {"prior_scale": "none", "dwp_estimator": "cache", "sampling": "local"}
+LEGACY_CONFIG = {
+    "prior_scale": "none",
+    "dwp_estimator": "cache",
+    "sampling": "local",
+    "test_examples": None,
+}
 #: The Bayesian layers' training mode for each ``BNNConfig.sampling``.
 _MODES = {"local": "sample", "weight": "weight"}
 
@@ -398,7 +404,7 @@ def train_bnn(
 
 
 def _train(config, out, device, data_root, on_epoch, on_eval, on_model=None) -> dict:
-    ds = load_dataset(config.dataset, data_root)
+    ds = load_dataset(config.dataset, data_root, test_examples=config.test_examples)
     train = few_shot(ds.train, config.examples, config.split_seed) if config.examples else ds.train
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
     scales = bnn_prior_scales(config, train.images, ds.num_classes, device)

@@ -58,8 +58,9 @@ _REMEDY = "delete it to start the run over"
 class FitConfig:
     """How :func:`fit` trains. ``eval_every`` None: 10 evaluations per run (with a test set).
     ``init``: ``keep`` (the posterior means as they are) or ``dwp`` (the kernels of every layer
-    under a deep weight prior start at samples of it, the paper's DWP init; drawn with
-    ``seed``). ``dataset`` and ``split_seed`` only label the run in ``dwp bnn summary``."""
+    under a deep weight prior start at samples of it, the paper's DWP init: decoder means;
+    drawn with ``seed``) or ``dwp-draw`` (at draws w ~ p(w | z) of it). ``dataset`` and
+    ``split_seed`` only label the run in ``dwp bnn summary``."""
 
     epochs: int = 100
     batch_size: int = 256
@@ -81,7 +82,7 @@ class FitConfig:
             seed=seed_ok(self.seed),
             eval_every=self.eval_every is None or self.eval_every >= 1,
             ens_samples=self.ens_samples >= 1,
-            init=self.init in ("keep", "dwp"),
+            init=self.init in ("keep", "dwp", "dwp-draw"),
         )
 
     @property
@@ -126,15 +127,15 @@ def _has_fast_dwp(model: nn.Module) -> bool:
     return any(getattr(m.prior, "kernel_batch", None) for m in bayes_layers(model).values())
 
 
-def _dwp_init(model: nn.Module, seed: int) -> None:
+def _dwp_init(model: nn.Module, seed: int, init: str = "dwp") -> None:
     from dwp.nn.init import init_conv_kernels
 
     layers = {n: m for n, m in bayes_layers(model).items()
               if hasattr(m.prior, "sample_kernels") and isinstance(m, nn.Conv2d)}  # fmt: skip
     if not layers:
-        raise DWPError("init 'dwp' needs a layer under a deep weight prior; the model has none")
+        raise DWPError(f"init {init!r} needs a layer under a deep weight prior; the model has none")
     gen = torch.Generator().manual_seed(seed)
-    init_conv_kernels(layers, "dwp", priors={n: m.prior for n, m in layers.items()},
+    init_conv_kernels(layers, init, priors={n: m.prior for n, m in layers.items()},
                       generator=gen)  # fmt: skip
 
 
@@ -194,8 +195,8 @@ def fit(
     test_xy = _as_pair(test, "test") if test is not None else None
     settings = run_settings(model, config, len(x))
     if out is None:
-        if config.init == "dwp":
-            _dwp_init(model, config.seed)
+        if config.init != "keep":
+            _dwp_init(model, config.seed, config.init)
         return train_loop(model, x, y, test_xy, config, None, settings)
     out = Path(out)
     check_same_config(out, settings)
@@ -208,8 +209,8 @@ def fit(
         if done is not None:
             _load_final(model, out)
             return done
-        if config.init == "dwp" and not (out / CHECKPOINT).is_file():
-            _dwp_init(model, config.seed)
+        if config.init != "keep" and not (out / CHECKPOINT).is_file():
+            _dwp_init(model, config.seed, config.init)
         return train_loop(model, x, y, test_xy, config, out, settings, on_epoch=on_epoch,
                           on_eval=on_eval, checkpoint_extra={"bayes": _plan(model)})  # fmt: skip
 

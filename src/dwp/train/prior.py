@@ -37,6 +37,7 @@ from dwp.train.loop import adam_linear_decay, kept_note, shuffled_batches
 __all__ = [
     "PriorTrainConfig",
     "evaluate_prior",
+    "evaluate_prior_dir",
     "fit_prior",
     "kernel_rms",
     "load_kernel_dir",
@@ -79,6 +80,76 @@ def evaluate_prior(
         out["iw_log_likelihood_per_kernel"] = iw_sum / len(kernels)
         out["iw_samples"] = iw_samples
     return out
+
+
+def evaluate_prior_dir(
+    prior: str | Path,
+    kernels: str | Path,
+    samples: int = 10,
+    iw_samples: int = 200,
+    seed: int = 0,
+    map_location: str | torch.device | None = None,
+    n_samples: int = 2048,
+) -> dict:
+    """What ``dwp prior eval`` prints: how well the prior in directory (or shipped name)
+    ``prior`` scores the kernel file ``kernels`` (N, 1, k, k) ``.npy``, and how its samples
+    compare with them.
+
+    For a kernel VAE: ``elbo_per_kernel`` (``samples`` draws of z per kernel), with
+    ``iw_samples`` > 0 ``iw_log_likelihood_per_kernel``, ``zero_kernel_elbo``, and
+    ``gaussian_reference``: a full-covariance Gaussian fitted to the VAE's training kernels
+    (when on disk) scored on the same kernels and at zero (exact log-densities) -- a VAE that
+    does no better than it has learned no more than the kernels' covariance, and its zero
+    kernel gap is what a density peaked at zero gives (k*k / 2 nats for a Gaussian). For a
+    Gaussian prior: ``log_lik_per_kernel`` and ``zero_kernel_log_lik``. For both:
+    ``diversity`` (:func:`dwp.kernels.kernel_diversity`) of the kernels, of ``n_samples``
+    samples (decoder means, the DWP init's) and draws (w ~ p(w | z), the prior's own; a
+    Gaussian's samples are draws), and ``small_kernels`` (:func:`dwp.kernels.small_kernel_mass`
+    of the draws). In nats; drawn with ``seed``."""
+    from dwp.data.shipped import resolve_prior_dir
+    from dwp.kernels import kernel_diversity, small_kernel_mass
+    from dwp.priors.gaussian import GAUSSIAN_FORMAT, GaussianKernelPrior
+    from dwp.priors.store import read_prior_meta
+
+    path = resolve_prior_dir(prior)
+    # a directory missing its files: load_prior names every one of them
+    gaussian = (path / "prior.json").is_file() and (
+        read_prior_meta(path).get("format") == GAUSSIAN_FORMAT
+    )
+    model = (GaussianKernelPrior.from_dir(path, map_location) if gaussian
+             else load_prior(path, map_location=map_location)[0])  # fmt: skip
+    k = model.kernel_size
+    w = torch.from_numpy(load_kernel_file(kernels, k))
+    zero = torch.zeros(1, 1, k, k)
+    gen = torch.Generator().manual_seed(seed)
+    if gaussian:
+        result = {"family": "gaussian", "n_kernels": len(w),
+                  "log_lik_per_kernel": float(model.log_prob(w).double().mean()),
+                  "zero_kernel_log_lik": float(model.log_prob(zero)[0])}  # fmt: skip
+        means = draws = model.sample_kernels(n_samples, gen).cpu().numpy()
+    else:
+        result = {"family": "vae", **evaluate_prior(model, w, samples, iw_samples, seed)}
+        result["zero_kernel_elbo"] = zero_kernel_elbo(model, samples=samples, seed=seed)
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            g = torch.Generator(device=device)
+            means = model.sample(n_samples, g.manual_seed(seed)).cpu().numpy()
+            draws = model.sample(n_samples, g.manual_seed(seed), mean=False).cpu().numpy()
+        try:
+            ref = GaussianKernelPrior.from_dir(path)
+        except DWPError:  # an imported prior records no training kernels
+            result["gaussian_reference"] = None
+        else:
+            result["gaussian_reference"] = {
+                "log_lik_per_kernel": float(ref.log_prob(w).double().mean()),
+                "zero_kernel_log_lik": float(ref.log_prob(zero)[0]),
+            }
+    result["diversity"] = {"kernels": kernel_diversity(w.numpy(), seed=seed),
+                           "samples": kernel_diversity(means, seed=seed),
+                           "draws": kernel_diversity(draws, seed=seed)}  # fmt: skip
+    result["small_kernels"] = small_kernel_mass(w.numpy(), draws)
+    result.update({"kernel_size": k, "prior": str(prior), "kernels": str(kernels)})
+    return result
 
 
 @torch.no_grad()
