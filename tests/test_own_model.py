@@ -60,16 +60,37 @@ def test_the_zoo_ships_the_quick_presets_priors():
         DeepWeightPrior.pretrained("nope")
 
 
-def test_quick_preset_settings_are_those_of_the_shipped_priors():
-    """The quick preset copies the shipped priors only where it would fit the same ones."""
+@pytest.mark.parametrize("name", ["quick", "modern"])
+def test_preset_settings_are_those_of_the_shipped_priors(name):
+    """A preset copies the shipped priors only where it would fit the same ones."""
     from dwp.config import PRESETS, stage_configs
     from dwp.train.prior import prior_settings
 
-    preset = PRESETS["quick"]
+    preset = PRESETS[name]
     for layer, (cfg, shape, _) in stage_configs(preset)["priors"].items():
         want = prior_settings(f"{preset.kernels}/{layer}", cfg, **shape)
         stored = json.loads((SHIPPED_PRIORS / preset.priors / layer / "config.json").read_text())
         assert stored == want, layer
+
+
+def test_the_zoo_has_one_3x3_prior_for_every_3x3_conv(capsys):
+    """letters-vgg: a VGGNet gets the same 3x3 prior on its four convs by the set's name, and
+    `dwp prior eval` scores a shipped kernel layer (its held-out kernels) by name."""
+    from dwp.nn import VGGNet
+
+    model = VGGNet((4, 8))
+    rows = {r["layer"]: r for r in bayesianize(model, "letters-vgg").rows()}
+    assert set(rows) == {"conv1", "conv2", "conv3", "conv4"}
+    assert all("letters-vgg/all3x3 (3x3" in r["prior"] for r in rows.values())
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    argv = ["prior", "eval", "--prior", "letters-vgg/all3x3", "--kernels", "letters-vgg/all3x3",
+            "--samples", "1", "--iw-samples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_kernels"] == 14337 and result["kernels"].endswith("all3x3/test.npy")
+    # the draws are as varied as the kernels (the zoo's bar: 80% of their effective rank)
+    ranks = result["diversity"]
+    assert ranks["draws"]["effective_rank"] >= 0.8 * ranks["kernels"]["effective_rank"]
 
 
 def test_copy_shipped_prior_refuses_other_settings(tmp_path):

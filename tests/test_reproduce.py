@@ -352,6 +352,50 @@ def test_reproduce_and_report(tiny_priors, tmp_path, capsys):
     assert "holds a reproduction with another config" in capsys.readouterr().err
 
 
+def test_reproduce_one_prior_for_every_3x3_conv(tiny_priors, tmp_path, capsys):
+    """The modern preset's pipeline at toy sizes: VGG-style source nets, their 3x3 kernels
+    merged into one set, one prior fitted to it and put on all four convs of every net."""
+    preset = json.loads(tiny_preset(tmp_path).read_text())
+    preset.update(
+        name="tiny-vgg",
+        source_args={"nets": 3, "hidden": [4, 8], "epochs": 1, "arch": "vgg"},
+        kernel_args={"min_norm": 0.0, "merge": "all3x3"},
+        prior_args={"all3x3": {"epochs": 1, "median_norm": 0.5}},
+        classification_args={"examples": [10], "splits": [0], "epochs": 2, "hidden": [4, 8],
+                             "arch": "vgg", "methods": ["dwp", "l2-dwp"]},
+        convergence_args={"seeds": [0], "steps": 2, "eval_every": 1, "hidden": [4, 8],
+                          "arch": "vgg", "inits": ["kaiming", "dwp", "filters"]},
+        features_args={"base_hidden": [4, 8], "scales": [1], "seeds": [0], "epochs": 1,
+                       "arch": "vgg"},
+    )  # fmt: skip
+    path = tmp_path / "vgg.json"
+    path.write_text(json.dumps(preset))
+    out = tmp_path / "repro"
+    argv = ["reproduce", "--preset-file", str(path), "--out", str(out), "--data-root",
+            tiny_priors["data"], "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in (out / "kernels").iterdir() if p.is_dir()) == ["all3x3"]
+    assert sorted(p.name for p in (out / "priors").iterdir()) == ["all3x3", "all3x3-rescaled"]
+    cls = json.loads((out / "classification" / "config.json").read_text())
+    conv = json.loads((out / "convergence" / "config.json").read_text())
+    assert [Path(p).name for p in cls["prior_dirs"]] == ["all3x3-rescaled"] * 4
+    assert [Path(p).name for p in conv["prior_dirs"]] == ["all3x3"] * 4
+    stages = json.loads((out / "stages.json").read_text())
+    assert set(stages["kernels"]) == {"all3x3", "done", "seconds"}
+    assert "skipped" in stages["vae-convergence"]  # the VAE variant is FConv's
+    priors = (out / "report.md").read_text().split("## Kernel priors")[1].split("\n## ")[0]
+    row = next(line for line in priors.splitlines() if line.startswith("| all3x3 | 3x3 |"))
+    assert row.rstrip(" |").rsplit("| x ", 1)[1]  # the Bayesian nets' move of the prior
+    capsys.readouterr()
+    preset["prior_args"] = {"conv1": {"epochs": 1}}
+    path.write_text(json.dumps(preset))
+    assert main([*argv[:-4], "--out", str(tmp_path / "o2"), *argv[-4:]]) == 2
+    assert (
+        "prior_args names conv1, but the vgg net of mnist merges its conv layers into the "
+        "kernel set all3x3" in capsys.readouterr().err
+    )
+
+
 def test_reproduce_errors(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "source_dataset": "mnist", "target_dataset": "mnist",

@@ -888,6 +888,10 @@ def stage_configs(
     }  # fmt: skip
 
 
+#: The methods of the modern preset's classification sweep: every prior, and the deterministic
+#: net from the three inits a modern CNN could start from.
+MODERN_METHODS = ("dwp", "gaussian", "normal", "log-uniform", "l2-kaiming", "l2-xavier", "l2-dwp")
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
@@ -926,6 +930,51 @@ PRESETS: dict[str, Preset] = {
         convergence_args={"seeds": (0, 1, 2), "steps": 200},
         features_args={"scales": (1 / 32, 1 / 16, 1 / 8), "seeds": (0, 1, 2), "epochs": 10},
         vae_convergence_args={"seeds": (0, 1, 2), "steps": 100, "batch_size": 128},
+    ),
+    "modern": Preset(
+        name="modern",
+        description="3x3 priors for modern CNNs: the shipped prior letters-vgg/all3x3 (one VAE "
+        "fitted to every 3x3 kernel of six VGG-style source nets on letters rendered from 1331 "
+        "fonts; --refit-priors fits it again, 2-3 more minutes) on every conv of a VGGNet 32/64; "
+        "Fashion-MNIST as the target (the Debian package dataset-fashion-mnist): 5 splits at 50 "
+        "and 100 examples, 300 epochs, scored on 2000 test images, with the Gaussian kernel prior "
+        "as a control; the convergence of an ordinary VGGNet from Kaiming, DWP and source-filter "
+        "kernels; its kernels as frozen random features",
+        source_dataset="letters",
+        target_dataset="fashion-mnist",
+        kernels="letters-vgg",
+        priors="letters-vgg",
+        # what made the shipped kernels (used when `kernels` is cleared, e.g. by a preset file)
+        source_args={"arch": "vgg", "hidden": (32, 64), "nets": 6, "epochs": 5},
+        # one prior for every 3x3 conv: it served better downstream than one per depth
+        # (docs/results.md, "3x3 priors")
+        kernel_args={"merge": "all3x3"},
+        prior_args={"all3x3": {"epochs": 60, "z_dim": 8, "min_norm": 0.08}},
+        classification_args={
+            "arch": "vgg",
+            "examples": (50, 100),
+            "splits": (0, 1, 2, 3, 4),
+            "methods": MODERN_METHODS,
+            "epochs": 300,
+            "sampling": "weight",
+            "test_examples": 2000,
+        },
+        convergence_args={
+            "arch": "vgg",
+            "inits": ("kaiming", "dwp", "filters"),
+            "seeds": (0, 1, 2),
+            "steps": 200,
+            "eval_every": 20,
+        },
+        features_args={
+            "arch": "vgg",
+            "examples": 50,
+            "base_hidden": (32, 64),
+            "scales": (1.0,),
+            "inits": ("xavier", "kaiming", "dwp", "filters"),
+            "seeds": (0, 1, 2),
+            "epochs": 300,
+        },
     ),
     "paper": Preset(
         name="paper",

@@ -107,9 +107,10 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
     rows, figs = [], []
     data_factors = _data_factors(out)
     layers = sorted(
-        (p.name for p in (out / "priors").glob("conv*") if not p.name.endswith("-rescaled")),
+        (p.name for p in (out / "priors").glob("*")
+         if (p / "prior.json").is_file() and not p.name.endswith("-rescaled")),
         key=lambda name: (len(name), name),
-    )
+    )  # fmt: skip
     for layer in layers:
         d = out / "priors" / layer
         if not (d / "prior.json").is_file():
@@ -164,12 +165,18 @@ def _priors_section(out: Path, figures: Path, preset: str) -> list[str]:
 
 
 def _data_factors(out: Path) -> dict[str, tuple[float, float]]:
-    """Per conv layer, the smallest and largest factor the kernel-scale rule moved the DWP by
-    over the classification runs (their ``result.json``)."""
+    """Per prior (the name of its directory), the smallest and largest factor the kernel-scale
+    rule moved the DWP by over the classification runs (their ``result.json``), over every
+    conv layer that used the prior."""
+    cfg = _load(out / "classification" / "config.json") or {}
+    dirs = cfg.get("prior_dirs") or []
     found: dict[str, list[float]] = {}
     for res in sorted((out / "classification" / "runs").glob("dwp-*/result.json")):
-        for layer, f in (_load(res) or {}).get("prior_scales", {}).items():
-            found.setdefault(layer, []).append(float(f))
+        scales = (_load(res) or {}).get("prior_scales", {})
+        for i, (layer, f) in enumerate(scales.items()):
+            # the layers take the sweep's priors in order: the i-th layer the i-th directory
+            prior = Path(dirs[i]).name.removesuffix("-rescaled") if i < len(dirs) else layer
+            found.setdefault(prior, []).append(float(f))
     return {la: (min(v), max(v)) for la, v in found.items()}
 
 

@@ -9,7 +9,8 @@ Layout of the output directory::
     DIR/config.json         the preset and options (a re-run with others is refused)
     DIR/preset.json         the preset alone (`dwp reproduce --preset-file DIR/preset.json`)
     DIR/stages.json         per stage: done, wall seconds (the report's timing table)
-    DIR/source/ kernels/ priors/conv1/ priors/conv2/ ...   (one prior per conv layer)
+    DIR/source/ kernels/ priors/conv1/ priors/conv2/ ...   (one prior per conv layer, or one
+                            prior for all of them: kernel_args.merge, priors/all3x3/)
     DIR/classification/ convergence/ vae-convergence/ features/   (results and figures)
     DIR/report.md, DIR/figures/
 
@@ -80,7 +81,8 @@ def reproduce(
         preset = PRESETS[preset]
     out = Path(out)
     device = torch.device(device)
-    chosen_layers = stage_configs(preset)["kernels"].layers  # every stage's arguments, checked
+    kernel_cfg = stage_configs(preset)["kernels"]  # every stage's arguments, checked
+    chosen_layers = kernel_cfg.layers
     if kernels_dir is None and preset.kernels is not None:
         kernels_dir = preset.kernels
     kernels_dir = resolve_kernel_sets(kernels_dir) if kernels_dir is not None else None
@@ -88,12 +90,15 @@ def reproduce(
         [preset.target_dataset] + ([] if kernels_dir is not None else [preset.source_dataset]),
         data_root,
     )
-    # one prior per conv layer of the family's ordinary net; the Bayesian variant takes the first
+    # one prior per conv layer of the family's ordinary net (the Bayesian variant takes the
+    # first), or with kernel_args.merge one prior, fitted to all their kernels, for every layer
     layers, bnn_layers, arch = _layers(preset, data_root)
+    prior_layers = (kernel_cfg.merge,) if kernel_cfg.merge else layers
     if kernels_dir is not None:
         missing = [
-            f"{la}/train.npy" for la in layers if not (kernels_dir / la / "train.npy").is_file()
-        ]
+            f"{la}/train.npy" for la in prior_layers
+            if not (kernels_dir / la / "train.npy").is_file()
+        ]  # fmt: skip
         if missing:
             raise DWPError(f"--kernels {kernels_dir} lacks {', '.join(missing)}")
     if chosen_layers is not None and not set(layers) <= set(chosen_layers):
@@ -101,11 +106,13 @@ def reproduce(
             f"preset {preset.name}: kernel_args.layers must include every conv layer that gets a "
             f"prior ({', '.join(layers)}), got {', '.join(chosen_layers)}"
         )
-    unknown = sorted(set(preset.prior_args) - set(layers))
+    unknown = sorted(set(preset.prior_args) - set(prior_layers))
     if unknown:
+        has = (f"merges its conv layers into the kernel set {kernel_cfg.merge}" if kernel_cfg.merge
+               else f"has the conv layers {', '.join(layers)}")  # fmt: skip
         raise DWPError(
             f"preset {preset.name}: prior_args names {', '.join(unknown)}, but the {arch} net of "
-            f"{preset.target_dataset} has the conv layers {', '.join(layers)}"
+            f"{preset.target_dataset} {has}"
         )
     shipped = None if refit_priors else preset.priors
     settings = {"preset": jsonable(preset.to_dict()),
@@ -118,10 +125,16 @@ def reproduce(
     kdir = kernels_dir or out / "kernels"
     # the priors as fitted initialise ordinary nets (convergence, random features); the Bayesian
     # nets use them moved to ``median_norm`` where the preset asks for it
-    prior_dirs = tuple(str(out / "priors" / la) for la in layers)
+    fitted_dirs = {la: out / "priors" / la for la in prior_layers}
+
+    def group(layer: str) -> str:  # the prior a conv layer takes
+        return kernel_cfg.merge or layer
+
+    prior_dirs = tuple(str(fitted_dirs[group(la)]) for la in layers)
     bnn_prior_dirs = tuple(
-        str(out / "priors" / f"{la}-rescaled") if preset.prior_args.get(la, {}).get("median_norm")
-        else str(out / "priors" / la) for la in bnn_layers
+        str(out / "priors" / f"{group(la)}-rescaled")
+        if preset.prior_args.get(group(la), {}).get("median_norm")
+        else str(fitted_dirs[group(la)]) for la in bnn_layers
     )  # fmt: skip
     configs = stage_configs(preset, prior_dirs, bnn_prior_dirs)
     no_args = (PriorTrainConfig(), {"z_dim": None, "hidden": None}, None)
@@ -144,11 +157,11 @@ def reproduce(
             return {"skipped": f"kernel sets given: {kernels_dir}"}
         nets = [load_source_net(p)[0] for p in list_source_nets(out / "source")]
         stats = extract_kernels(nets, out / "kernels", configs["kernels"])
-        return {la: stats["layers"][la]["train"]["written"] for la in layers}
+        return {la: stats["layers"][la]["train"]["written"] for la in prior_layers}
 
     def priors():
         info = {}
-        for layer, d in zip(layers, prior_dirs, strict=True):
+        for layer, d in fitted_dirs.items():
             cfg, vae_shape, median_norm = configs["priors"].get(layer, no_args)
             if shipped is not None:  # the preset's prior as shipped: copied, not refitted
                 name = copy_shipped_prior(

@@ -199,7 +199,14 @@ def prior_eval(
     prior: Annotated[
         Path, typer.Option("--prior", help="Prior directory or shipped name (`dwp prior list`).")
     ],
-    kernels: Annotated[Path, typer.Option("--kernels", help="Kernel file (N, 1, k, k) .npy.")],
+    kernels: Annotated[
+        Path,
+        typer.Option(
+            "--kernels",
+            help="Kernel file (N, 1, k, k) .npy, or a kernel layer directory / shipped layer "
+            "(its test.npy).",
+        ),
+    ],
     samples: Annotated[int, typer.Option(min=1, help="Draws of z per kernel for the ELBO.")] = 10,
     iw_samples: Annotated[
         int, typer.Option(min=0, help="Importance samples for log p(w) (0: skip).")

@@ -92,8 +92,9 @@ def evaluate_prior_dir(
     n_samples: int = 2048,
 ) -> dict:
     """What ``dwp prior eval`` prints: how well the prior in directory (or shipped name)
-    ``prior`` scores the kernel file ``kernels`` (N, 1, k, k) ``.npy``, and how its samples
-    compare with them.
+    ``prior`` scores the kernel file ``kernels`` (N, 1, k, k) ``.npy`` -- or the ``test.npy``
+    of a kernel layer directory or shipped layer (``letters-vgg/all3x3``) --, and how its
+    samples compare with them.
 
     For a kernel VAE: ``elbo_per_kernel`` (``samples`` draws of z per kernel), with
     ``iw_samples`` > 0 ``iw_log_likelihood_per_kernel``, ``zero_kernel_elbo``, and
@@ -106,7 +107,7 @@ def evaluate_prior_dir(
     samples (decoder means, the DWP init's) and draws (w ~ p(w | z), the prior's own; a
     Gaussian's samples are draws), and ``small_kernels`` (:func:`dwp.kernels.small_kernel_mass`
     of the draws). In nats; drawn with ``seed``."""
-    from dwp.data.shipped import resolve_prior_dir
+    from dwp.data.shipped import is_shipped_name, resolve_kernel_layer, resolve_prior_dir
     from dwp.kernels import kernel_diversity, small_kernel_mass
     from dwp.priors.gaussian import GAUSSIAN_FORMAT, GaussianKernelPrior
     from dwp.priors.store import read_prior_meta
@@ -119,6 +120,8 @@ def evaluate_prior_dir(
     model = (GaussianKernelPrior.from_dir(path, map_location) if gaussian
              else load_prior(path, map_location=map_location)[0])  # fmt: skip
     k = model.kernel_size
+    if Path(kernels).is_dir() or is_shipped_name(kernels):  # a layer: its held-out kernels
+        kernels = resolve_kernel_layer(kernels) / "test.npy"
     w = torch.from_numpy(load_kernel_file(kernels, k))
     zero = torch.zeros(1, 1, k, k)
     gen = torch.Generator().manual_seed(seed)
