@@ -139,6 +139,13 @@ def test_missing_fashion_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "apt-get install dataset-fashion-mnist" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+    # the modern preset says so before its first stage
+    monkeypatch.setenv("DWP_DATA_ROOT", str(tmp_path))
+    assert main(["reproduce", "--preset", "modern", "--out", str(tmp_path / "modern")]) == 2
+    err = capsys.readouterr().err
+    assert "the preset needs fashion-mnist, not found here" in err
+    assert "apt-get install dataset-fashion-mnist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "modern").exists()
 
 
 def _png_folders(root, per_class=3, corrupt=1, size=28):

@@ -284,9 +284,12 @@ def _check_datasets(names: list[str], data_root) -> None:
     unknown = [n for n in names if n not in status]
     if unknown:
         raise DWPError(f"unknown datasets {unknown}; see `dwp data list`")
+    from dwp.data.catalog import FASHION_INSTALL
+
     missing = [n for n in dict.fromkeys(names) if not status[n].available]
     if missing:
+        hint = f" (Fashion-MNIST: {FASHION_INSTALL})" if "fashion-mnist" in missing else ""
         raise DWPError(
             f"the preset needs {' and '.join(missing)}, not found here; see `dwp data list`, and "
-            "point --data-root (or DWP_DATA_ROOT) at the files"
+            f"point --data-root (or DWP_DATA_ROOT) at the files{hint}"
         )
