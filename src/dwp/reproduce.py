@@ -279,13 +279,12 @@ def _layers(preset: Preset, data_root) -> tuple[tuple[str, ...], tuple[str, ...]
 def _check_datasets(names: list[str], data_root) -> None:
     """Fail before the first stage, not hours into the run, when a dataset is missing."""
     from dwp.data import dataset_status
+    from dwp.data.catalog import FASHION_INSTALL
 
     status = {s.name: s for s in dataset_status(data_root)}
     unknown = [n for n in names if n not in status]
     if unknown:
         raise DWPError(f"unknown datasets {unknown}; see `dwp data list`")
-    from dwp.data.catalog import FASHION_INSTALL
-
     missing = [n for n in dict.fromkeys(names) if not status[n].available]
     if missing:
         hint = f" (Fashion-MNIST: {FASHION_INSTALL})" if "fashion-mnist" in missing else ""
