@@ -210,6 +210,13 @@ def test_summary_has_the_papers_numbers():
     assert s["acc_mean"] == pytest.approx(0.75)
     assert s["acc_std"] == pytest.approx(statistics.stdev([0.7, 0.8]))
     assert s["paper"] == 0.8 and s["diff"] == pytest.approx(-0.05)
+    # the paper's numbers are for its own networks: FConv on MNIST, CIFARNet on CIFAR-10
+    assert paper_classification("mnist5k", "dwp", 50, "fconv") == 0.800
+    assert paper_classification("mnist5k", "dwp", 50, "vgg") is None
+    assert paper_classification("cifar10", "dwp", 50, "cifarnet") == 0.237
+    assert paper_classification("cifar10", "dwp", 50, "fconv") is None
+    (s,) = summarise_classification(rows, "mnist5k", "vgg")
+    assert s["paper"] is None and s["diff"] is None
 
 
 def test_classification_config_errors():

@@ -50,7 +50,7 @@ from dwp.priors import DeepWeightPrior, check_per_layer, data_scales, scaled_pri
 from dwp.train.bnn import UNCERTAINTY, train_bnn
 from dwp.train.loop import adam_linear_decay
 
-from .paper import paper_classification
+from .paper import family, paper_classification
 
 __all__ = [
     "BAYES_METHODS",
@@ -265,9 +265,10 @@ def _check_ood_sets(config: ClassificationConfig, data_root) -> None:
         ood_images(name, shape, 1, data_root)
 
 
-def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:
+def summarise_classification(rows: list[dict], dataset: str, arch: str = "auto") -> list[dict]:
     """Per method and training-set size: runs, mean and sd of accuracy, mean NLL, and the
-    paper's accuracy (None where it has none) with the difference."""
+    paper's accuracy (None where it has none, or where ``arch`` is not the paper's network)
+    with the difference."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["examples"]), []).append(r)
@@ -275,7 +276,7 @@ def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:
     for (method, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         accs = [r["acc"] for r in rs]
         mean = statistics.fmean(accs)
-        paper = paper_classification(dataset, method, n)
+        paper = paper_classification(dataset, method, n, arch)
         out.append({
             "method": method, "examples": n, "runs": len(rs), "splits": [r["split"] for r in rs],
             "acc_mean": mean, "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -288,6 +289,7 @@ def summarise_classification(rows: list[dict], dataset: str) -> list[dict]:
 
 
 _ROW_KEYS = ("method", "examples", "split", "acc", "nll", "wall_s")
+_PAPER_NOTE = {"mnist": " (full MNIST, 10000 epochs)"}
 
 
 def _extra_keys(rows: list[dict]) -> list[str]:
@@ -343,7 +345,7 @@ def _run_classification(config, out, device, data_root, on_run, executor):
               ([r["method"], r["examples"], r["split"], f"{r['acc']:.6f}", f"{r['nll']:.6f}",
                 f"{r['wall_s']:.2f}", *(f"{r[k]:.6f}" for k in extra)]
                for r in rows))  # fmt: skip
-    summary = summarise_classification(rows, config.dataset)
+    summary = summarise_classification(rows, config.dataset, config.arch)
     write_json(out / "summary.json", {"dataset": config.dataset, "rows": summary})
     from dwp.plots import accuracy_vs_examples
 
@@ -355,8 +357,9 @@ def _run_classification(config, out, device, data_root, on_run, executor):
         summary, config.dataset, out / "accuracy.png",
         caption=f"{describe_net(config.arch, config.hidden, 'target', config.dataset)} on "
         f"{ds_note}; {config.epochs} "
-        f"epochs; Bayesian nets: {config.ens_samples}-sample ensemble; mean ± sd over splits; "
-        "crosses: the paper (full MNIST, 10000 epochs)",
+        f"epochs; Bayesian nets: {config.ens_samples}-sample ensemble; mean ± sd over splits"
+        + (f"; crosses: the paper{_PAPER_NOTE.get(family(config.dataset) or '', '')}"
+           if any(r["paper"] is not None for r in summary) else ""),
     )  # fmt: skip
     if error is not None:
         raise error

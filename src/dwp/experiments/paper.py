@@ -39,7 +39,17 @@ def family(dataset: str) -> str | None:
     return _FAMILY.get(dataset)
 
 
-def paper_classification(dataset: str, method: str, examples: int) -> float | None:
-    """The paper's accuracy for a prior at a training-set size, or None if it has none."""
+# The network each of the paper's classification numbers was measured with.
+_PAPER_ARCH = {"mnist": "fconv", "cifar10": "cifarnet"}
+
+
+def paper_classification(
+    dataset: str, method: str, examples: int, arch: str = "auto"
+) -> float | None:
+    """The paper's accuracy for a prior at a training-set size, or None if it has none. ``arch``
+    is the network the result is for: the paper's number belongs to its own network only
+    (FConv on MNIST, CIFARNet on CIFAR-10; ``auto`` picks those), so another network gets None."""
     fam = family(dataset)
-    return CLASSIFICATION.get(fam or "", {}).get(method, {}).get(examples)
+    if fam is None or arch not in ("auto", _PAPER_ARCH[fam]):
+        return None
+    return CLASSIFICATION[fam].get(method, {}).get(examples)
