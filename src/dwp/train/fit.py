@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -46,6 +47,11 @@ from dwp.io import (
 )
 from dwp.nn.bayes import bayes_layers, describe_bayes, kl_divergence, set_noise_generator
 from dwp.train.loop import adam_linear_decay, kept_note, shuffled_batches
+
+if TYPE_CHECKING:
+    from dwp.data import ImageSet
+
+    Data = ImageSet | tuple[torch.Tensor, torch.Tensor]
 
 __all__ = ["FitConfig", "elbo_loss", "fit"]
 
@@ -155,9 +161,9 @@ def run_settings(model: nn.Module, config: FitConfig, n: int) -> dict:
 
 def fit(
     model: nn.Module,
-    train,
+    train: Data,
     *,
-    test=None,
+    test: Data | None = None,
     config: FitConfig | None = None,
     out: str | Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
