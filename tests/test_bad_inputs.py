@@ -567,6 +567,17 @@ CASES = [
         "unknown preset fields ['epochs']",
     ),
     Case(
+        "preset-unknown-base",
+        lambda t, b: [
+            "reproduce",
+            "--preset-file",
+            str(_write(t / "p.json", json.dumps({"base": "fast"}))),
+            "--out",
+            str(t / "o"),
+        ],
+        "base 'fast' is not a built-in preset",
+    ),
+    Case(
         "preset-wrong-type",
         lambda t, b: [
             "reproduce",

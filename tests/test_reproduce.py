@@ -456,6 +456,59 @@ def test_a_preset_is_checked_whole_before_the_first_stage(
     assert not out.exists()  # no stage ran
 
 
+def test_a_preset_file_can_start_from_a_builtin_preset(tmp_path):
+    from dwp.config import PRESETS, load_preset
+
+    modern = PRESETS["modern"]
+    path = tmp_path / "m500.json"
+    path.write_text(json.dumps({
+        "base": "modern", "name": "modern-500", "target_dataset": "mnist5k",
+        "classification_args": {"examples": [500], "test_examples": None},
+        "prior_args": {"all3x3": {"epochs": 5}},
+    }))  # fmt: skip
+    p = load_preset(path)
+    assert (p.name, p.target_dataset, p.source_dataset) == ("modern-500", "mnist5k", "letters")
+    assert "based on modern" in p.description
+    # the *_args objects are merged key by key: what the file does not say is the base's
+    assert list(p.classification_args["examples"]) == [500]
+    assert "test_examples" not in p.classification_args  # null: the stage's default
+    assert p.classification_args["methods"] == modern.classification_args["methods"]
+    assert p.classification_args["splits"] == modern.classification_args["splits"]
+    assert p.prior_args == {"all3x3": {**modern.prior_args["all3x3"], "epochs": 5}}
+    assert p.convergence_args == modern.convergence_args and p.kernels == modern.kernels
+    # the base is left as it was
+    assert list(modern.classification_args["examples"]) == [50, 100]
+    assert modern.prior_args["all3x3"]["epochs"] == 60
+
+    # a top-level null is a value: no shipped kernels, so the source nets are trained
+    path.write_text(json.dumps({"base": "modern", "kernels": None, "priors": None}))
+    p = load_preset(path)
+    assert p.name == "modern" and p.kernels is None and p.priors is None
+
+
+@pytest.mark.parametrize(
+    ("preset", "message"),
+    [
+        ({"base": "moden"}, "base 'moden' is not a built-in preset; one of ["),
+        ({"base": "modern", "epochs": 3}, "unknown preset fields ['epochs']"),
+        ({"base": "modern", "features_args": [1]}, "features_args must be an object"),
+        (
+            {"base": "modern", "classification_args": {"epochss": 3}},
+            "classification_args has an unknown key 'epochss'",
+        ),
+        ([1, 2], "a preset is a JSON object"),
+    ],
+)
+def test_preset_file_errors(tmp_path, preset, message):
+    from dwp.config import load_preset
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(preset))
+    with pytest.raises(DWPError) as err:
+        load_preset(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 def test_reproduce_writes_under_dwp_path_without_out(tiny_priors, tmp_path, monkeypatch):
     from dwp.cli.reproduce import default_out
 

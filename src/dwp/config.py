@@ -1013,19 +1013,63 @@ PresetName.__doc__ = "A built-in preset of ``dwp reproduce``."
 
 def load_preset(path: str | Path) -> Preset:
     """A custom preset from a JSON file holding :class:`Preset`'s fields, with every stage's
-    arguments checked (:func:`stage_configs`) before anything runs."""
+    arguments checked (:func:`stage_configs`) before anything runs.
+
+    With ``"base": NAME`` the file starts from the built-in preset NAME and says only what
+    differs: a field it gives replaces the base's, except the ``*_args`` objects, which are
+    merged key by key (``{"base": "modern", "name": "modern-500", "classification_args":
+    {"examples": [500]}}`` is the modern preset at 500 examples; a key set to null takes the
+    stage's default back)."""
     import json
 
     try:
         d = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise DWPError(f"{path} is not a readable JSON preset ({exc})") from None
+    if not isinstance(d, dict):
+        raise DWPError(f"{path}: a preset is a JSON object of dwp.config.Preset's fields")
     names = {f.name for f in fields(Preset)}
-    if not isinstance(d, dict) or not {"name", "source_dataset", "target_dataset"} <= set(d):
-        raise DWPError(f"{path}: a preset needs at least name, source_dataset, target_dataset")
-    unknown = sorted(set(d) - names)
+    unknown = sorted(set(d) - names - {"base"})
     if unknown:
         raise DWPError(f"{path}: unknown preset fields {unknown}; known: {sorted(names)}")
-    preset = Preset(**{"description": f"custom preset from {path}", **d})
+    description = f"custom preset from {path}"
+    if "base" in d:
+        base_name = d.pop("base")
+        if base_name not in PRESETS:
+            raise DWPError(f"{path}: base {base_name!r} is not a built-in preset; "
+                           f"one of {sorted(PRESETS)}")  # fmt: skip
+        d = _over_base(PRESETS[base_name].to_dict(), d, path)
+        description = f"custom preset from {path}, based on {base_name}"
+    if not {"name", "source_dataset", "target_dataset"} <= set(d):
+        raise DWPError(f"{path}: a preset needs at least name, source_dataset, target_dataset")
+    preset = Preset(**{"description": description, **d})
     stage_configs(preset)
     return preset
+
+
+def _over_base(base: dict, d: dict, path) -> dict:
+    """The fields of ``base`` with those of ``d`` over them; ``*_args`` objects merged a key at
+    a time (nested ones too: a ``prior_args`` layer), a null value dropping the base's key."""
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            if v is None:
+                out.pop(k, None)
+            elif isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = merge(out[k], v)
+            else:
+                out[k] = v
+        return out
+
+    out = dict(base)
+    for k, v in d.items():
+        if k.endswith("_args"):
+            if not isinstance(v, dict):
+                raise DWPError(f"{path}: {k} must be an object of stage options, got {v!r}")
+            out[k] = merge(base[k], v)
+        else:
+            out[k] = v
+    if "description" not in d:
+        del out["description"]  # the caller's says what the file is based on
+    return out

@@ -47,7 +47,8 @@ def reproduce_cmd(
         typer.Option(
             "--preset-file",
             help="A custom preset: JSON with the fields of `dwp.config.Preset` (overrides "
-            "--preset).",
+            '--preset); with "base": NAME, only what differs from the built-in preset NAME '
+            "(its *_args objects merged key by key).",
             show_default=False,
         ),
     ] = None,
